@@ -1,0 +1,57 @@
+"""The ``evomerge`` command line. Each verb group lives in its own module and registers here."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from evomerge.errors import EvomergeError
+
+
+class _Group(click.Group):
+    """Turns EvomergeError into one clear line on stderr and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EvomergeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group)
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """evomerge: search for LLM merge recipes."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+# Verb modules: each defines click commands/groups and adds them to ``cli``.
+_VERB_MODULES = (
+    "evomerge.zoo.cli",
+    "evomerge.merge.cli",
+    "evomerge.run.cli",
+)
+
+
+def _load_verbs() -> None:
+    import importlib
+
+    for mod in _VERB_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:  # a real missing dependency inside an existing module
+                raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    _load_verbs()
+    cli.main(args=argv, prog_name="evomerge")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Recipe: a typed, YAML round-trippable description of one merged model.
+
+A parameter-space recipe (``kind: merge``)::
+
+    kind: merge
+    method: ties
+    base: zoo://full/base              # HF folder, hub name, or zoo://VARIANT/MODEL
+    models:
+      - model: zoo://full/add
+        params: {weight: 0.6, density: 0.7}
+      - model: zoo://full/reverse
+        params: {weight: 0.4, density: 0.5}
+    params: {normalize: true}          # global method parameters
+    overrides:                         # applied in order, a later match wins
+      - layers: [0, 2]                 # half-open range of decoder layer indices (optional)
+        modules: [self_attn]           # substring filters on tensor names (optional)
+        model: zoo://full/add          # only this source (optional; else every source)
+        params: {weight: 0.9}
+    dtype: float32
+    seed: 0                            # for stochastic methods (DARE, DELLA)
+
+Parameter resolution for a (source model, tensor) pair: ``params`` (global) < the model's ``params`` <
+each matching override in order. Tensors outside decoder layers (embeddings, final norm, lm_head) match an
+override only when it has no ``layers`` range, or when its ``modules`` filter names them explicitly.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evomerge.errors import ConfigError
+
+ParamValue = Union[float, int, bool, str]
+_LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def layer_index(tensor_name: str) -> Optional[int]:
+    """Decoder layer index of a tensor name (``model.layers.3.mlp.up_proj.weight`` -> 3), else None."""
+    m = _LAYER_RE.search(tensor_name)
+    return int(m.group(1)) if m else None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class ModelSource(_Strict):
+    model: str
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+
+
+class Override(_Strict):
+    layers: Optional[tuple[int, int]] = None
+    modules: Optional[list[str]] = None
+    model: Optional[str] = None
+    params: dict[str, ParamValue]
+
+    @field_validator("layers")
+    @classmethod
+    def _range(cls, v):
+        if v is not None and not (0 <= v[0] < v[1]):
+            raise ValueError(f"layer range {list(v)} must satisfy 0 <= start < end")
+        return v
+
+    def matches(self, model: str, tensor_name: str) -> bool:
+        if self.model is not None and self.model != model:
+            return False
+        if self.modules is not None and not any(m in tensor_name for m in self.modules):
+            return False
+        if self.layers is not None:
+            idx = layer_index(tensor_name)
+            if idx is None:
+                return self.modules is not None  # explicit module filter on a non-layer tensor
+            return self.layers[0] <= idx < self.layers[1]
+        return True
+
+
+class MergeRecipe(_Strict):
+    """A parameter-space merge of several sources onto a base (see module docstring)."""
+
+    kind: Literal["merge"] = "merge"
+    method: str
+    base: Optional[str] = None
+    models: list[ModelSource]
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+    overrides: list[Override] = Field(default_factory=list)
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.models:
+            raise ValueError("a merge recipe needs at least one model")
+        names = [m.model for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"models listed twice: {names}")
+        for ov in self.overrides:
+            if ov.model is not None and ov.model not in names and ov.model != self.base:
+                raise ValueError(f"override names model {ov.model!r} that is not among the recipe's models")
+        return self
+
+    def sources(self) -> list[str]:
+        """Every model path the recipe reads, base first."""
+        return ([self.base] if self.base else []) + [m.model for m in self.models if m.model != self.base]
+
+    def resolve_params(self, model: str, tensor_name: str) -> dict[str, ParamValue]:
+        """The method parameters in force for one source model and one tensor."""
+        out = dict(self.params)
+        for m in self.models:
+            if m.model == model:
+                out.update(m.params)
+        for ov in self.overrides:
+            if ov.matches(model, tensor_name):
+                out.update(ov.params)
+        return out
+
+    def global_params(self, tensor_name: str) -> dict[str, ParamValue]:
+        """Method parameters that do not depend on the source model (overrides without ``model``)."""
+        out = dict(self.params)
+        for ov in self.overrides:
+            if ov.model is None and ov.matches("", tensor_name):
+                out.update(ov.params)
+        return out
+
+
+# Other recipe kinds (data-flow) join this union with their own ``kind`` literal.
+Recipe = MergeRecipe
+
+
+def _recipe_types() -> dict[str, type[BaseModel]]:
+    types: dict[str, type[BaseModel]] = {"merge": MergeRecipe}
+    try:  # data-flow recipes live with their space; optional until that module exists
+        from evomerge.recipe_dataflow import DataFlowRecipe  # type: ignore
+
+        types["dataflow"] = DataFlowRecipe
+    except ImportError:
+        pass
+    return types
+
+
+def recipe_from_dict(data: dict[str, Any]):
+    """Validate a dict into the recipe type named by its ``kind`` (default ``merge``)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a recipe must be a mapping, got {type(data).__name__}")
+    kind = data.get("kind", "merge")
+    types = _recipe_types()
+    if kind not in types:
+        raise ConfigError(f"unknown recipe kind {kind!r} (known: {', '.join(types)})")
+    try:
+        return types[kind].model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid recipe: {_one_line(exc)}") from None
+
+
+def recipe_from_yaml(text_or_path: str | Path):
+    """Load a recipe from YAML text or a .yaml file path."""
+    text = str(text_or_path)
+    p = Path(text)
+    if "\n" not in text and p.suffix in (".yaml", ".yml"):
+        if not p.exists():
+            raise ConfigError(f"recipe file not found: {p}")
+        text = p.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"broken recipe YAML: {str(exc).splitlines()[0]}") from None
+    return recipe_from_dict(data)
+
+
+def recipe_to_yaml(recipe: BaseModel) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        parts.append(f"{loc}: {e['msg']}" if loc else e["msg"])
+    return "; ".join(parts)
