@@ -1,0 +1,71 @@
+"""A cheap, deterministic stand-in for merge + evaluate, computed from the recipe alone (no models).
+
+Task ``k`` prefers model ``k mod N`` at weight 1.0 and the others at 0.2 on every tensor; its score is
+``exp(-mean squared distance)`` of the recipe's resolved per-tensor weights from that target, in (0, 1]. It
+exercises the whole search machinery (decode, overrides, ledger, resume) in milliseconds, and is what the
+kill/resume tests and the overhead benchmark use. ``fail_above`` / ``nan_above`` turn large weights into an
+exception / a NaN metric, to exercise failure handling; ``sleep_s`` simulates evaluation time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Literal, Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from evomerge.execution.base import WORKERS, CandidateResult, Worker, WorkerSpec
+
+
+class SyntheticConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["synthetic"] = "synthetic"
+    tasks: list[str] = Field(default_factory=lambda: ["a", "b"], min_length=1)
+    num_layers: int = Field(4, ge=1)
+    sleep_s: float = Field(0.0, ge=0)
+    fail_above: Optional[float] = None
+    nan_above: Optional[float] = None
+    test_shift: float = 0.05
+
+
+@WORKERS.register("synthetic")
+class SyntheticWorker(Worker):
+    Config = SyntheticConfig
+    needs_models = False  # computed from the recipe; model references are only names here
+
+    def __init__(self, cfg: SyntheticConfig):
+        self.cfg = cfg
+        self.tensors = [f"model.layers.{i}.{m}.weight" for i in range(cfg.num_layers) for m in ("self_attn.q_proj", "mlp.up_proj")]
+        self.tensors += ["model.embed_tokens.weight", "lm_head.weight"]
+
+    @classmethod
+    def from_spec(cls, spec: WorkerSpec) -> "SyntheticWorker":
+        return cls(SyntheticConfig.model_validate(spec.fitness))
+
+    @classmethod
+    def metrics(cls, fitness_cfg) -> list[str]:
+        return list(fitness_cfg.tasks) + ["mean"]
+
+    def evaluate(self, recipe, split: str = "search") -> CandidateResult:
+        t0 = time.perf_counter()
+        models = [m.model for m in recipe.models if m.model != recipe.base]
+        w = np.array([[float(recipe.resolve_params(m, t).get("weight", 1.0)) for m in models] for t in self.tensors])
+        if self.cfg.fail_above is not None and w.max() > self.cfg.fail_above:
+            raise RuntimeError(f"synthetic merge failure: weight {w.max():.3f} > {self.cfg.fail_above}")
+        if self.cfg.sleep_s:
+            time.sleep(self.cfg.sleep_s)
+        t1 = time.perf_counter()
+        shift = self.cfg.test_shift if split == "test" else 0.0
+        scores = {}
+        for k, task in enumerate(self.cfg.tasks):
+            target = np.full(len(models), 0.2 + shift)
+            target[k % len(models)] = 1.0 - shift
+            scores[task] = float(math.exp(-np.mean(np.sum((w - target) ** 2, axis=1))))
+        if self.cfg.nan_above is not None and w.max() > self.cfg.nan_above:
+            scores[self.cfg.tasks[0]] = float("nan")
+        objectives = dict(scores)
+        objectives["mean"] = float(np.mean(list(scores.values())))
+        return CandidateResult(objectives=objectives, item_results={t: {"0": s} for t, s in scores.items()},
+                               timings={"merge_s": t1 - t0, "eval_s": time.perf_counter() - t1})

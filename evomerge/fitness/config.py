@@ -1,0 +1,77 @@
+"""The fitness section of a job config (pydantic, validated once at the edge)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class FitnessConfig(BaseModel):
+    """Which lm-eval tasks, how to run them, and how to estimate accuracy from a few items.
+
+    ``include_path``: folders of local task YAMLs, or names of folders shipped under ``fitness/`` (``zoo``).
+    ``estimator``: a name in ``ESTIMATORS`` (``full`` evaluates the whole split; the others evaluate
+    ``items_per_task`` anchors chosen by ``anchors``). ``bank``: an existing item bank folder; else one is
+    built from the base, the parents and ``population`` random merges and saved under the run directory.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["lm_eval"] = "lm_eval"
+    tasks: list[str]
+    test_tasks: Optional[list[str]] = None
+    include_path: list[str] = Field(default_factory=list)
+    batch_size: int = Field(64, ge=1)
+    num_fewshot: Optional[int] = Field(None, ge=0)
+    gen_kwargs: Optional[dict[str, Any]] = None
+    apply_chat_template: bool = False
+    system_instruction: Optional[str] = None
+    metric: Optional[str] = None
+    estimator: str = "gpirt"
+    estimator_params: dict[str, Any] = Field(default_factory=dict)
+    anchors: str = "kmeans_irt"
+    items_per_task: int = Field(20, ge=1)
+    irt_dim: int = Field(3, ge=1)
+    bank: Optional[str] = None
+    population: int = Field(30, ge=0)
+    cache_endpoints: bool = True
+    seed: int = 0
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v):
+        if not v:
+            raise ValueError("at least one task")
+        if len(set(v)) != len(v):
+            raise ValueError(f"tasks listed twice: {v}")
+        return v
+
+    @field_validator("estimator")
+    @classmethod
+    def _estimator(cls, v):
+        from evomerge.fitness.estimators import ESTIMATORS
+
+        if v not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {v!r} (known: {', '.join(ESTIMATORS.names())})")
+        return v
+
+    @field_validator("anchors")
+    @classmethod
+    def _anchors(cls, v):
+        from evomerge.fitness.anchors import ANCHOR_METHODS
+
+        if v not in ANCHOR_METHODS:
+            raise ValueError(f"unknown anchor method {v!r} (known: {', '.join(ANCHOR_METHODS.names())})")
+        return v
+
+    @model_validator(mode="after")
+    def _test(self):
+        if self.test_tasks is not None and len(self.test_tasks) != len(self.tasks):
+            raise ValueError("test_tasks must pair one-to-one with tasks")
+        return self
+
+    @property
+    def metrics(self) -> list[str]:
+        """Objective names this fitness reports: one per search task."""
+        return list(self.tasks)

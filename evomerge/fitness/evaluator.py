@@ -1,0 +1,148 @@
+"""Evaluate a live model on lm-eval tasks with per-item results, optionally on a subset of item ids.
+
+Task objects are built once (``TaskManager``; only local folders are indexed when every task is found there).
+The model is wrapped with ``HFLM(pretrained=<nn.Module>)`` once per model object, so a search that writes new
+weights into the same module in place re-evaluates without any reload or disk write. Item ids are lm-eval's
+document indices in the task's evaluation split.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from evomerge.errors import EvomergeError
+from evomerge.fitness.results import ItemResults
+
+log = logging.getLogger(__name__)
+
+
+class LMEvalEvaluator:
+    """lm-eval tasks by name (and local task folders in ``include_path``), built once.
+
+    ``metric``: the per-item metric (one name for all tasks, or per task); default each task's first metric.
+    """
+
+    def __init__(self, tasks: Sequence[str], include_path: str | Path | Sequence[str | Path] | None = None,
+                 batch_size: int | str = 64, num_fewshot: Optional[int] = None,
+                 gen_kwargs: Optional[Mapping[str, Any]] = None, apply_chat_template: bool | str = False,
+                 fewshot_as_multiturn: bool = False, system_instruction: Optional[str] = None,
+                 metric: str | Mapping[str, str] | None = None, fewshot_seed: int = 1234, keep_outputs: bool = True):
+        from lm_eval.tasks import TaskManager
+
+        if not tasks:
+            raise EvomergeError("fitness needs at least one lm-eval task")
+        self.task_names = list(dict.fromkeys(tasks))
+        paths = [] if include_path is None else (
+            [include_path] if isinstance(include_path, (str, Path)) else list(include_path))
+        paths = [str(Path(p).expanduser()) for p in paths]
+        for p in paths:
+            if not Path(p).is_dir():
+                raise EvomergeError(f"lm-eval include path is not a folder: {p}")
+        tm = None
+        if paths:  # index the local folders alone first: the default index takes seconds
+            tm = TaskManager(include_path=paths, include_defaults=False)
+            if not set(self.task_names) <= set(tm.all_tasks):
+                tm = None
+        if tm is None:
+            tm = TaskManager(include_path=paths or None)
+        unknown = [t for t in self.task_names if t not in tm.all_tasks]
+        if unknown:
+            raise EvomergeError(f"unknown lm-eval task(s): {', '.join(unknown)}"
+                                + ("" if paths else " (local task folders go in include_path)"))
+        loaded = tm.load(self.task_names)
+        self._task_dict = loaded
+        self.tasks = loaded["tasks"]
+        for name, task in self.tasks.items():
+            if gen_kwargs and task.get_config("output_type") == "generate_until":
+                task.set_config(key="generation_kwargs", value=dict(gen_kwargs), update=True)
+            if num_fewshot is not None and task.get_config("num_fewshot") != 0:
+                task.set_config(key="num_fewshot", value=num_fewshot)
+            elif task.get_config("num_fewshot") is None:
+                task.set_config(key="num_fewshot", value=0)
+            task.set_fewshot_seed(seed=fewshot_seed)
+        self.metric = {t: (metric.get(t) if isinstance(metric, Mapping) else metric)
+                       or next(iter(self.tasks[t].aggregation())) for t in self.tasks}
+        self.n_docs = {t: len(task.eval_docs) for t, task in self.tasks.items()}
+        self.batch_size = batch_size
+        self.apply_chat_template = apply_chat_template
+        self.fewshot_as_multiturn = fewshot_as_multiturn
+        self.system_instruction = system_instruction
+        self.keep_outputs = keep_outputs
+        self.fingerprint = {"tasks": sorted(self.tasks), "num_fewshot": num_fewshot,
+                            "gen_kwargs": dict(gen_kwargs or {}), "apply_chat_template": apply_chat_template,
+                            "system_instruction": system_instruction, "metric": self.metric,
+                            "n_docs": self.n_docs}
+        self._lm = None
+        self._lm_key: Optional[tuple[int, int]] = None
+
+    def all_items(self) -> dict[str, list[int]]:
+        return {t: list(range(n)) for t, n in self.n_docs.items()}
+
+    def _wrap(self, model, tokenizer):
+        from lm_eval.models.huggingface import HFLM
+
+        key = (id(model), id(tokenizer))
+        if self._lm is None or self._lm_key != key:
+            self._lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=self.batch_size)
+            self._lm_key = key
+        return self._lm
+
+    def check_items(self, items: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
+        """Validate a subset: known tasks, non-empty, ids within each task's split."""
+        out = {}
+        for t, ids in items.items():
+            if t not in self.tasks:
+                raise EvomergeError(f"subset names task {t!r}, which this evaluator does not run "
+                                    f"(tasks: {', '.join(self.tasks)})")
+            ids = sorted({int(i) for i in ids})
+            if not ids:
+                raise EvomergeError(f"empty item subset for task {t!r}")
+            if ids[0] < 0 or ids[-1] >= self.n_docs[t]:
+                raise EvomergeError(f"item id {ids[-1] if ids[-1] >= self.n_docs[t] else ids[0]} out of range "
+                                    f"for task {t!r} ({self.n_docs[t]} items)")
+            out[t] = ids
+        if not out:
+            raise EvomergeError("empty item subset")
+        return out
+
+    def evaluate(self, model, tokenizer, items: Optional[Mapping[str, Sequence[int]]] = None) -> ItemResults:
+        """Per-item results of ``model`` on every task, or only on ``items[task]`` (only those docs run)."""
+        import lm_eval
+
+        subset = self.check_items(items) if items is not None else None
+        task_dict = self._task_dict
+        if subset is not None and set(subset) != set(self.tasks):
+            task_dict = {"tasks": {t: self.tasks[t] for t in subset}, "groups": {}, "group_map": {}}
+        lm = self._wrap(model, tokenizer)
+        was_training = model.training
+        model.eval()
+        try:
+            out = lm_eval.evaluate(lm=lm, task_dict=task_dict, samples=subset, bootstrap_iters=0, log_samples=True,
+                                   apply_chat_template=self.apply_chat_template,
+                                   fewshot_as_multiturn=self.fewshot_as_multiturn,
+                                   system_instruction=self.system_instruction, verbosity="WARNING")
+        finally:
+            model.train(was_training)
+        scores: dict[str, dict[int, float]] = {}
+        outputs: dict[str, dict[int, Any]] = {}
+        for t in task_dict["tasks"]:
+            samples = out["samples"][t]
+            filt = "none" if any(s["filter"] == "none" for s in samples) else samples[0]["filter"]
+            metric = self.metric[t]
+            sc, op = {}, {}
+            for s in samples:
+                if s["filter"] != filt:
+                    continue
+                if metric not in s:
+                    raise EvomergeError(f"task {t!r} reports no per-item metric {metric!r} "
+                                        f"(has: {', '.join(s['metrics'])})")
+                sc[int(s["doc_id"])] = float(s[metric])
+                if self.keep_outputs:
+                    resp = s["filtered_resps"]
+                    op[int(s["doc_id"])] = resp[0] if len(resp) == 1 and isinstance(resp[0], str) else None
+            scores[t] = sc
+            if self.keep_outputs:
+                outputs[t] = op
+        return ItemResults.from_scores(scores, outputs if self.keep_outputs else None)

@@ -1,0 +1,117 @@
+"""``Fitness``: evaluator + item bank + anchors + estimator behind one call per candidate.
+
+::
+
+    fit = Fitness.from_config(cfg)                     # FitnessConfig or dict; builds lm-eval tasks once
+    fit.prepare(model, tokenizer, merger, sources, base, run_dir)   # item bank, anchors, tuned estimator
+    objectives, raw = fit.score(model, tokenizer)      # {task: estimate}, ItemResults of the items run
+    fit.score(model, tokenizer, split="test")          # full test split, {task: accuracy}
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from pydantic import ValidationError
+
+from evomerge.errors import ConfigError, EvomergeError
+from evomerge.fitness.anchors import Anchors, select_anchors
+from evomerge.fitness.cache import EndpointCache
+from evomerge.fitness.config import FitnessConfig
+from evomerge.fitness.estimators import ESTIMATORS, Estimator
+from evomerge.fitness.evaluator import LMEvalEvaluator
+from evomerge.fitness.irt.bank import ItemBank
+from evomerge.fitness.population import bank_from_results, evaluate_population
+from evomerge.fitness.results import ItemResults
+from evomerge.resources import resolve
+
+log = logging.getLogger(__name__)
+
+
+def _include_paths(names: Sequence[str]) -> list[str]:
+    return [str(resolve("fitness", n, suffixes=())) for n in names]
+
+
+class Fitness:
+    def __init__(self, cfg: FitnessConfig, evaluator: LMEvalEvaluator,
+                 test_evaluator: Optional[LMEvalEvaluator] = None):
+        self.cfg = cfg
+        self.evaluator = evaluator
+        self.test_evaluator = test_evaluator
+        self.bank: Optional[ItemBank] = None
+        self.anchors: Optional[Anchors] = None
+        self.estimator: Optional[Estimator] = None
+        self.tuned: dict[str, Any] = {}
+
+    @classmethod
+    def from_config(cls, cfg: FitnessConfig | Mapping[str, Any]) -> "Fitness":
+        if not isinstance(cfg, FitnessConfig):
+            try:
+                cfg = FitnessConfig.model_validate(dict(cfg))
+            except ValidationError as exc:
+                msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ConfigError(f"invalid fitness config: {msg}") from None
+        paths = _include_paths(cfg.include_path)
+        common = dict(include_path=paths or None, batch_size=cfg.batch_size, num_fewshot=cfg.num_fewshot,
+                      gen_kwargs=cfg.gen_kwargs, apply_chat_template=cfg.apply_chat_template,
+                      system_instruction=cfg.system_instruction, metric=cfg.metric)
+        ev = LMEvalEvaluator(cfg.tasks, **common)
+        test_ev = LMEvalEvaluator(cfg.test_tasks, **common) if cfg.test_tasks else None
+        return cls(cfg, ev, test_ev)
+
+    @property
+    def items(self) -> Optional[dict[str, list[int]]]:
+        """Item ids a candidate is evaluated on (None = the full split)."""
+        return None if self.anchors is None else self.anchors.items
+
+    def prepare(self, model=None, tokenizer=None, merger=None, sources: Sequence[str] = (),
+                base: Optional[str] = None, run_dir: Optional[str | Path] = None,
+                progress: Optional[Callable[[str], None]] = None) -> None:
+        """Load or build the item bank, pick anchors, build and tune the estimator (no-op for ``full``)."""
+        est_cls = ESTIMATORS.get(self.cfg.estimator)
+        if est_cls.full_split:
+            self.estimator = est_cls(None, None, **self.cfg.estimator_params)
+            return
+        bank_dir = Path(self.cfg.bank) if self.cfg.bank else (Path(run_dir) / "item_bank" if run_dir else None)
+        if bank_dir is not None and (bank_dir / "bank.json").exists():
+            self.bank = ItemBank.load(bank_dir)
+        elif self.cfg.bank:
+            raise EvomergeError(f"no item bank in {self.cfg.bank}")
+        else:
+            if merger is None or model is None:
+                raise EvomergeError("building an item bank needs the merger, a live model and the sources")
+            cache = EndpointCache() if self.cfg.cache_endpoints else None
+            results, endpoints = evaluate_population(self.evaluator, merger, model, tokenizer, sources, base,
+                                                     self.cfg.population, self.cfg.seed, cache, progress)
+            self.bank = bank_from_results(results, self.evaluator.task_names, endpoints, self.cfg.irt_dim,
+                                          self.evaluator.fingerprint, self.cfg.seed)
+            if bank_dir is not None:
+                self.bank.save(bank_dir)
+        self.bank.check_tasks(self.evaluator.task_names, self.evaluator.fingerprint)
+        self.anchors = select_anchors(self.bank, self.cfg.anchors, self.cfg.items_per_task, self.cfg.seed)
+        params = {"seed": self.cfg.seed, **self.cfg.estimator_params}
+        self.estimator = est_cls(self.bank, self.anchors, **params)
+        self.tuned = self.estimator.tune()
+        log.info("fitness ready: %s on %d anchors (%s), tuned %s", self.cfg.estimator, self.anchors.n_items(),
+                 self.anchors.method, self.tuned)
+
+    def score(self, model, tokenizer, split: str = "search") -> tuple[dict[str, float], ItemResults]:
+        """Objective values (one per search task) and the raw item results they came from."""
+        if split == "test":
+            if self.test_evaluator is None:
+                raise EvomergeError("no test_tasks configured for the test split")
+            raw = self.test_evaluator.evaluate(model, tokenizer)
+            return {t: raw.metrics[tt] for t, tt in zip(self.cfg.tasks, self.cfg.test_tasks)}, raw
+        if split != "search":
+            raise EvomergeError(f"unknown split {split!r} (search or test)")
+        if self.estimator is None:
+            raise EvomergeError("Fitness.prepare() must run before score()")
+        raw = self.evaluator.evaluate(model, tokenizer, self.items)
+        return self.estimator.estimate(raw.scores), raw
+
+    def state(self) -> dict[str, Any]:
+        """What the ledger / checkpoint keeps: estimator, anchors and tuned settings."""
+        return {"estimator": self.cfg.estimator, "anchors": self.anchors.to_dict() if self.anchors else None,
+                "tuned": self.tuned}

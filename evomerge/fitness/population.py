@@ -1,0 +1,77 @@
+"""Build an item bank from a population evomerge makes itself: the base, the parents, and random merges of
+them, all evaluated on the full search split (endpoints through the on-disk cache)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from evomerge.fitness.cache import EndpointCache
+from evomerge.fitness.evaluator import LMEvalEvaluator
+from evomerge.fitness.irt.bank import ItemBank, fit_item_bank
+from evomerge.fitness.results import ItemResults
+from evomerge.models import resolve_model
+from evomerge.recipe import MergeRecipe, ModelSource
+
+log = logging.getLogger(__name__)
+
+
+def endpoint_recipe(ref: str) -> MergeRecipe:
+    """A recipe whose merge is exactly the model ``ref``."""
+    return MergeRecipe(method="linear", models=[ModelSource(model=ref, params={"weight": 1.0})])
+
+
+def random_recipes(sources: Sequence[str], base: Optional[str], n: int, seed: int = 0) -> list[MergeRecipe]:
+    """``n`` varied random merges of ``sources`` (linear, task arithmetic, TIES when a base is given)."""
+    rng = np.random.default_rng(seed)
+    experts = [s for s in sources if s != base]
+    out = []
+    for k in range(n):
+        kind = ("linear", "task_arithmetic", "ties")[k % 3] if base else "linear"
+        if kind == "linear":
+            pool = list(experts) + ([base] if base else [])
+            w = rng.dirichlet(np.full(len(pool), 0.7))
+            out.append(MergeRecipe(method="linear", models=[ModelSource(model=m, params={"weight": float(x)})
+                                                            for m, x in zip(pool, w)]))
+        else:
+            models = []
+            for m in experts:
+                p = {"weight": float(rng.uniform(0.0, 1.2))}
+                if kind == "ties":
+                    p["density"] = float(rng.uniform(0.2, 1.0))
+                models.append(ModelSource(model=m, params=p))
+            out.append(MergeRecipe(method=kind, base=base, models=models, params={"normalize": False}))
+    return out
+
+
+def evaluate_population(evaluator: LMEvalEvaluator, merger, model, tokenizer, sources: Sequence[str],
+                        base: Optional[str], n_random: int, seed: int = 0, cache: Optional[EndpointCache] = None,
+                        progress: Optional[Callable[[str], None]] = None) -> tuple[dict[str, ItemResults], list[str]]:
+    """Full-split results of the endpoints and ``n_random`` random merges; returns (results, endpoint names)."""
+    endpoints = list(dict.fromkeys(([base] if base else []) + list(sources)))
+    results: dict[str, ItemResults] = {}
+    for ref in endpoints:
+        folder = resolve_model(ref)
+        hit = cache.get(folder, evaluator.fingerprint) if cache else None
+        if hit is None:
+            merger.merge_into(endpoint_recipe(ref), model)
+            hit = evaluator.evaluate(model, tokenizer)
+            if cache:
+                cache.put(folder, evaluator.fingerprint, hit)
+        results[ref] = hit
+        if progress:
+            progress(f"endpoint {ref}: {hit.metrics}")
+    for k, recipe in enumerate(random_recipes(sources, base, n_random, seed)):
+        merger.merge_into(recipe, model)
+        results[f"random-{k:03d}"] = evaluator.evaluate(model, tokenizer)
+        if progress:
+            progress(f"random merge {k + 1}/{n_random}: {results[f'random-{k:03d}'].metrics}")
+    return results, endpoints
+
+
+def bank_from_results(results: dict[str, ItemResults], tasks: Sequence[str], endpoints: Sequence[str],
+                      dim: int, fingerprint: dict, seed: int = 0) -> ItemBank:
+    return fit_item_bank({m: r.scores for m, r in results.items()}, tasks, dim=dim, fingerprint=fingerprint,
+                         seed=seed, endpoints=endpoints)

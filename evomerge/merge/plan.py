@@ -1,0 +1,97 @@
+"""Recipe checks (before any work) and per-tensor parameter resolution, shared by both execution paths."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from evomerge.errors import ConfigError
+from evomerge.merge.registry import MergeMethod, TensorParams, get_method
+from evomerge.recipe import MergeRecipe
+
+
+def method_of(recipe: MergeRecipe) -> type[MergeMethod]:
+    if not isinstance(recipe, MergeRecipe):
+        raise ConfigError(f"the merge engine takes a parameter-space recipe (kind: merge), got {type(recipe).__name__}")
+    return get_method(recipe.method)
+
+
+def input_models(recipe: MergeRecipe, method: type[MergeMethod]) -> list[str]:
+    """The models that enter ``merge_tensor`` as ``sources``/``deltas``, in recipe order (base excluded when the
+    method takes it as the base)."""
+    names = [m.model for m in recipe.models]
+    if method.needs_base:
+        names = [n for n in names if n != recipe.base]
+    return names
+
+
+def validate_recipe(recipe: MergeRecipe) -> type[MergeMethod]:
+    """Check method, parameter names/types/bounds/scopes and model counts; return the method class."""
+    method = method_of(recipe)
+    where = f"method {recipe.method!r}"
+    if method.needs_base and not recipe.base:
+        raise ConfigError(f"{where} needs a base model (set 'base:')")
+    n = len(input_models(recipe, method))
+    if n < method.min_models or (method.max_models is not None and n > method.max_models):
+        want = (f"exactly {method.min_models}" if method.min_models == method.max_models
+                else f"at least {method.min_models}")
+        raise ConfigError(f"{where} takes {want} model(s) besides the base, got {n}")
+
+    def check(params: dict, ctx: str, model_level: bool) -> None:
+        for key, value in params.items():
+            spec = method.param(key)
+            if spec is None:
+                known = ", ".join(p.name for p in method.params)
+                raise ConfigError(f"{ctx}: unknown parameter {key!r} for {where} (known: {known})")
+            if model_level and spec.scope == "global":
+                raise ConfigError(f"{ctx}: parameter {key!r} of {where} is global; it cannot be set per model")
+            spec.check(value, ctx)
+
+    check(recipe.params, "params", False)
+    for m in recipe.models:
+        check(m.params, f"models[{m.model}]", True)
+    for i, ov in enumerate(recipe.overrides):
+        check(ov.params, f"overrides[{i}]", ov.model is not None)
+    return method
+
+
+def check_layers(recipe: MergeRecipe, n_layers: int) -> None:
+    for i, ov in enumerate(recipe.overrides):
+        if ov.layers is not None and ov.layers[1] > n_layers:
+            raise ConfigError(
+                f"overrides[{i}]: layer range {list(ov.layers)} is outside the model ({n_layers} layers: 0..{n_layers})"
+            )
+
+
+def resolve_tensor_params(
+    recipe: MergeRecipe, method: type[MergeMethod], models: list[str], tensor: str
+) -> TensorParams:
+    """Shared and per-model parameter values for one tensor, defaults filled in and checked."""
+    shared_raw = recipe.global_params(tensor)
+    shared = {}
+    for spec in method.params:
+        if spec.scope == "global":
+            shared[spec.name] = spec.type(shared_raw[spec.name]) if spec.name in shared_raw else spec.default
+    per_model: dict[str, list] = {s.name: [] for s in method.params if s.scope == "model"}
+    for model in models:
+        raw = recipe.resolve_params(model, tensor)
+        for spec in method.params:
+            if spec.scope == "model":
+                per_model[spec.name].append(spec.type(raw[spec.name]) if spec.name in raw else spec.default)
+    p = TensorParams(shared, per_model)
+    _check_combinations(recipe, method, models, tensor, p)
+    return p
+
+
+def _check_combinations(recipe, method, models, tensor, p: TensorParams) -> None:
+    if "epsilon" in p.per_model:
+        for model, d, e in zip(models, p.per_model["density"], p.per_model["epsilon"]):
+            if d < 1 and not (0 < d - e and d + e < 1):
+                raise ConfigError(
+                    f"{recipe.method}: density {d} +/- epsilon {e} must stay inside (0, 1) ({model}, {tensor})"
+                )
+
+
+def plan_params(recipe: MergeRecipe, method: type[MergeMethod], models: list[str],
+                tensors: Iterable[str]) -> dict[str, TensorParams]:
+    """Resolve every tensor up front, so that a bad combination fails before any compute."""
+    return {t: resolve_tensor_params(recipe, method, models, t) for t in tensors}

@@ -1,0 +1,148 @@
+"""Merge-method plugins: a typed parameter spec, the per-tensor interface, and the ``@merge_method`` decorator.
+
+A method is a class with a ``params`` tuple of :class:`ParamSpec` and a ``merge_tensor`` that writes one merged
+tensor into a caller-provided buffer. Both execution paths (in-memory and streaming export) call the same
+``merge_tensor`` with the same inputs, so they produce identical tensors.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Literal, Optional
+
+import torch
+
+from evomerge.errors import ConfigError
+from evomerge.registry import Registry
+
+MERGE_METHODS: Registry[type["MergeMethod"]] = Registry(
+    "merge method",
+    entry_point_group="evomerge.merge_methods",
+    modules=("evomerge.merge.methods",),
+)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One method parameter: ``scope="model"`` values may differ per source, ``"global"`` ones may not."""
+
+    name: str
+    type: type = float
+    default: Any = None  # None = required
+    bounds: Optional[tuple[float, float]] = None
+    open_low: bool = False  # bounds[0] excluded, e.g. density in (0, 1]
+    open_high: bool = False
+    scope: Literal["model", "global"] = "model"
+    doc: str = ""
+
+    def check(self, value: Any, where: str) -> Any:
+        """The value coerced to ``type``; raises ConfigError with one line if it does not fit."""
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: parameter {self.name!r} must be true/false, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: parameter {self.name!r} must be a number, got {value!r}")
+        v = self.type(value)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{where}: parameter {self.name!r} must be finite, got {value!r}")
+        if self.bounds is not None:
+            lo, hi = self.bounds
+            bad_lo = v <= lo if self.open_low else v < lo
+            bad_hi = v >= hi if self.open_high else v > hi
+            if bad_lo or bad_hi:
+                interval = f"{'(' if self.open_low else '['}{lo}, {hi}{')' if self.open_high else ']'}"
+                raise ConfigError(f"{where}: {self.name}={value} is outside {interval}")
+        return v
+
+
+@dataclass
+class TensorInputs:
+    """The inputs of one output tensor. ``sources``/``deltas`` are stacked ``[n_models, *shape]`` in the
+    recipe's model order; ``deltas = sources - base``. Either may be computed lazily by the provider.
+
+    ``cache`` holds per-(source, tensor) derived data that does not depend on the recipe (e.g. magnitude sort
+    orders); the in-memory merger keeps it between candidates, the export path uses a fresh one.
+    """
+
+    name: str
+    models: list[str]
+    base: Optional[torch.Tensor]
+    get_sources: Callable[[], torch.Tensor]
+    get_deltas: Callable[[], torch.Tensor]
+    seed: int = 0
+    cache: dict = field(default_factory=dict)
+    workspace: dict = field(default_factory=dict)
+
+    @property
+    def sources(self) -> torch.Tensor:
+        return self.get_sources()
+
+    @property
+    def deltas(self) -> torch.Tensor:
+        return self.get_deltas()
+
+    def generator(self, model: str) -> torch.Generator:
+        """A generator seeded by (recipe seed, model, tensor): identical draws on every path and order."""
+        g = torch.Generator(device=self.base.device if self.base is not None else "cpu")
+        g.manual_seed(zlib.crc32(f"{self.seed}\0{model}\0{self.name}".encode()))
+        return g
+
+    def buffer(self, key: str, shape, dtype: torch.dtype, device) -> torch.Tensor:
+        """A reusable scratch tensor (contents undefined), so repeated merges do not reallocate."""
+        k = (key, tuple(shape), dtype, str(device))
+        buf = self.workspace.get(k)
+        if buf is None:
+            buf = self.workspace[k] = torch.empty(tuple(shape), dtype=dtype, device=device)
+        return buf
+
+
+@dataclass
+class TensorParams:
+    """Resolved parameters for one tensor: ``shared[name]`` and ``per_model[name][i]`` (recipe model order)."""
+
+    shared: dict[str, Any]
+    per_model: dict[str, list[Any]]
+
+
+class MergeMethod(ABC):
+    """Interface of a merge method; subclasses are registered with :func:`merge_method`."""
+
+    name: ClassVar[str] = ""
+    params: ClassVar[tuple[ParamSpec, ...]] = ()
+    needs_base: ClassVar[bool] = True  # the base model is an input (task vectors are relative to it)
+    min_models: ClassVar[int] = 1
+    max_models: ClassVar[Optional[int]] = None
+    uses_deltas: ClassVar[bool] = True  # reads ``deltas`` (else ``sources``)
+    mergekit_name: ClassVar[Optional[str]] = None  # the same method in mergekit, if any
+    paper: ClassVar[str] = ""
+
+    @classmethod
+    def param(cls, name: str) -> Optional[ParamSpec]:
+        return next((p for p in cls.params if p.name == name), None)
+
+    @abstractmethod
+    def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
+        """Write the merged tensor into ``out`` (same shape as the inputs)."""
+
+
+def merge_method(name: str) -> Callable[[type[MergeMethod]], type[MergeMethod]]:
+    """Class decorator: register a :class:`MergeMethod` subclass under ``name``."""
+
+    def deco(cls: type[MergeMethod]) -> type[MergeMethod]:
+        if not (isinstance(cls, type) and issubclass(cls, MergeMethod)):
+            raise TypeError(f"@merge_method({name!r}) needs a MergeMethod subclass")
+        cls.name = name
+        names = [p.name for p in cls.params]
+        if len(set(names)) != len(names):
+            raise TypeError(f"merge method {name!r} declares a parameter twice: {names}")
+        return MERGE_METHODS.register(name)(cls)
+
+    return deco
+
+
+def get_method(name: str) -> type[MergeMethod]:
+    return MERGE_METHODS.get(name)

@@ -1,0 +1,77 @@
+"""CMA-ES (pycma) on the space's unit cube, with pycma's own bound handling (BoundTransform on [0, 1]).
+
+pycma draws its samples from ``opts['randn']`` (by default the *global* numpy RNG, whose bound method would be
+pickled as a detached copy): here it gets its own ``RandomState``, pickled together with the strategy. Any
+other draw pycma makes from the global RNG runs with this optimizer's saved global state swapped in (and the
+caller's restored after), so the stream survives a checkpoint and neither disturbs nor is disturbed by
+anything else in the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from evomerge.optim.base import Optimizer
+from evomerge.optim.registry import OPTIMIZERS
+
+
+class CMAOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sigma0: float = Field(0.25, gt=0, le=1, description="initial step size in unit-cube coordinates")
+    cma_options: dict[str, Any] = Field(default_factory=dict, description="passed to cma.CMAEvolutionStrategy")
+
+
+@OPTIMIZERS.register("cma")
+class CMAES(Optimizer):
+    Options = CMAOptions
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        import cma
+
+        self._rs = np.random.RandomState(self.seed)
+        opts = {"bounds": [0.0, 1.0], "popsize": self.population, "randn": self._rs.randn, "verbose": -9}
+        opts.update(self.options.cma_options)
+        x0 = self.space.to_unit(self.space.default_point())
+        outer = np.random.get_state()
+        try:
+            np.random.seed(self.seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._es = cma.CMAEvolutionStrategy(x0, self.options.sigma0, opts)
+            self._np_state = np.random.get_state()
+        finally:
+            np.random.set_state(outer)
+
+    @contextlib.contextmanager
+    def _own_rng(self):
+        outer = np.random.get_state()
+        np.random.set_state(self._np_state)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            self._np_state = np.random.get_state()
+            np.random.set_state(outer)
+
+    def _ask(self, n):
+        with self._own_rng():
+            xs = self._es.ask(number=n)
+        return [(self.space.from_unit(x), np.asarray(x)) for x in xs]
+
+    def _tell(self, handles, losses):
+        with self._own_rng():
+            self._es.tell(list(handles), [loss[0] for loss in losses])
+
+    def _get_state(self):
+        return {"es": self._es, "np_state": self._np_state}  # es holds self._rs through opts["randn"]
+
+    def _set_state(self, state):
+        self._es = state["es"]
+        self._np_state = state["np_state"]

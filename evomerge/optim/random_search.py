@@ -1,0 +1,29 @@
+"""Uniform random search (any number of objectives): a reference point for every other optimizer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from evomerge.optim.base import Optimizer
+from evomerge.optim.registry import OPTIMIZERS
+
+
+@OPTIMIZERS.register("random")
+class RandomSearch(Optimizer):
+    multi_objective = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._rng = np.random.default_rng(self.seed)
+
+    def _ask(self, n):
+        return [(self.space.sample(self._rng), None) for _ in range(n)]
+
+    def _tell(self, handles, losses):
+        pass
+
+    def _get_state(self):
+        return self._rng.bit_generator.state
+
+    def _set_state(self, state):
+        self._rng.bit_generator.state = state

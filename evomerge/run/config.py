@@ -1,0 +1,148 @@
+"""``RunConfig``: one search job (YAML in ``experiments/``), validated once at the edge.
+
+``validate_run(cfg)`` builds the space and the optimizer and checks the objectives against the metrics the
+fitness kind reports, so a bad config fails with one line before any merge or evaluation runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from evomerge.errors import ConfigError
+from evomerge.recipe import _one_line
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ObjectiveConfig(_Strict):
+    """One objective: a metric the worker reports (a task name, ``mean``, ...) to maximise or minimise."""
+
+    metric: str
+    direction: Literal["maximize", "minimize"] = "maximize"
+    penalty: Optional[float] = Field(None, description="value told for failed candidates (default -1e3 / +1e3)")
+    reference: Optional[float] = Field(None, description="hypervolume reference (default: worst value seen)")
+
+    def penalty_value(self) -> float:
+        if self.penalty is not None:
+            return self.penalty
+        return -1e3 if self.direction == "maximize" else 1e3
+
+
+class BudgetConfig(_Strict):
+    evaluations: Optional[int] = Field(None, ge=1)
+    generations: Optional[int] = Field(None, ge=1)
+    wall_time_s: Optional[float] = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _some(self):
+        if self.evaluations is None and self.generations is None and self.wall_time_s is None:
+            raise ValueError("set at least one of evaluations, generations, wall_time_s")
+        return self
+
+
+class OptimizerConfig(_Strict):
+    name: str = "cma"
+    population: int = Field(8, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExecutorConfig(_Strict):
+    name: str = "local"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunConfig(_Strict):
+    """A search job. ``space`` is a shipped name, a YAML path, or a mapping (``preset`` + overrides)."""
+
+    name: str = "search"
+    description: str = ""
+    seed: int = 0
+    base: Optional[str] = None
+    models: list[str] = Field(default_factory=list)
+    space: Union[str, dict[str, Any]]
+    fitness: dict[str, Any]
+    objectives: list[ObjectiveConfig]
+    optimizer: OptimizerConfig = OptimizerConfig()
+    budget: Optional[BudgetConfig] = None
+    executor: ExecutorConfig = ExecutorConfig()
+    run_dir: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.objectives:
+            raise ValueError("objectives is empty: name at least one metric to optimise")
+        names = [o.metric for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objectives listed twice: {names}")
+        if self.budget is None:
+            raise ValueError("budget is missing: set evaluations, generations and/or wall_time_s")
+        if "kind" not in self.fitness:
+            raise ValueError("fitness needs a kind (lm_eval or synthetic)")
+        return self
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def run_config_from_dict(data: Any) -> RunConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"a run config must be a mapping, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid run config: {_one_line(exc)}") from None
+
+
+def load_run_config(path_or_name: Union[str, Path]) -> RunConfig:
+    """A run config from a YAML path or a shipped experiment name."""
+    from evomerge.resources import resolve
+
+    path = resolve("experiments", path_or_name)
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"broken run config YAML {path}: {str(exc).splitlines()[0]}") from None
+    return run_config_from_dict(data)
+
+
+def validate_run(cfg: RunConfig):
+    """Build (space, optimizer, worker class) or raise one clear ConfigError; does no merging/evaluation."""
+    from evomerge.execution.base import EXECUTORS, WORKERS
+    from evomerge.optim import make_optimizer
+    from evomerge.spaces import build_space
+
+    if not cfg.models:
+        raise ConfigError("models is empty: list the models to merge")
+    worker_cls = WORKERS.get(str(cfg.fitness["kind"]))
+    try:
+        fitness = worker_cls.Config.model_validate(cfg.fitness)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid fitness config: {_one_line(exc)}") from None
+    known = worker_cls.metrics(fitness)
+    for o in cfg.objectives:
+        if o.metric not in known:
+            raise ConfigError(f"objective metric {o.metric!r} is not reported by fitness {cfg.fitness['kind']!r} "
+                              f"(known: {', '.join(known)})")
+    executor_cls = EXECUTORS.get(cfg.executor.name)
+    if hasattr(executor_cls, "validate_options"):  # typed executor options fail here, before any compute
+        executor_cls.validate_options(cfg.executor.options)
+    if getattr(worker_cls, "needs_models", True):
+        from evomerge.models import resolve_model
+
+        for ref in ([cfg.base] if cfg.base else []) + cfg.models:
+            resolve_model(ref)  # raises "model folder not found: ..." for a missing model
+    space = build_space(cfg.space, base=cfg.base, models=cfg.models)
+    optimizer = make_optimizer(cfg.optimizer.name, space, cfg.directions, seed=cfg.seed,
+                               population=cfg.optimizer.population, budget=cfg.budget.evaluations,
+                               options=cfg.optimizer.options)
+    return space, optimizer, worker_cls

@@ -1,0 +1,69 @@
+"""Append-only JSON-lines ledger of evaluated candidates, fsynced per record, tolerant of a torn last line.
+
+A process killed mid-write can leave a partial last line; ``Ledger.open`` cuts it off (the candidate it held
+was never complete, so it is evaluated again) and every complete record is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from evomerge.errors import EvomergeError
+
+log = logging.getLogger(__name__)
+
+
+class Ledger:
+    """``ledger.jsonl`` of a run directory: ``append(record)`` durably, ``records()`` to read back."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._records: list[dict[str, Any]] = []
+        self._repair_and_load()
+
+    def _repair_and_load(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        good_end = data.rfind(b"\n") + 1  # bytes after the last newline belong to a torn write
+        recs = []
+        for i, line in enumerate(data[:good_end].splitlines()):
+            if not line.strip():
+                continue
+            try:
+                recs.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise EvomergeError(f"ledger {self.path} line {i + 1} is corrupt (not a torn tail); "
+                                    "repair or remove it") from None
+        if good_end < len(data):
+            log.warning("ledger %s: dropping a torn last record (%d bytes)", self.path, len(data) - good_end)
+            with open(self.path, "r+b") as fh:
+                fh.truncate(good_end)
+                fh.flush()
+                os.fsync(fh.fileno())
+        self._records = recs
+
+    def append(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Write one record durably; returns it as stored (after the JSON round trip)."""
+        line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        stored = json.loads(line)
+        self._records.append(stored)
+        return stored
+
+    def records(self) -> list[dict[str, Any]]:
+        return list(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(list(self._records))

@@ -1,0 +1,44 @@
+"""Build a search space from a shipped name, a YAML path, or an inline mapping (``preset`` + overrides)."""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import yaml
+
+from evomerge.errors import ConfigError
+from evomerge.resources import resolve
+from evomerge.spaces.base import SearchSpace
+from evomerge.spaces.registry import SEARCH_SPACES
+
+
+def load_space_config(spec: Union[str, dict[str, Any]], **overrides: Any) -> dict[str, Any]:
+    """The space definition as a mapping.
+
+    ``spec`` is a shipped name (``ties_layerwise``), a YAML path, or a mapping; a mapping with ``preset`` starts
+    from that definition and overrides its keys. Keyword ``overrides`` whose value is not None win last.
+    """
+    if isinstance(spec, str):
+        spec = {"preset": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"a search space must be a name, a path or a mapping, got {type(spec).__name__}")
+    cfg: dict[str, Any] = {}
+    if "preset" in spec:
+        path = resolve("search_spaces", spec["preset"])
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"broken search space YAML {path}: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"search space file {path} does not hold a mapping")
+        cfg.update(loaded)
+    cfg.update({k: v for k, v in spec.items() if k != "preset"})
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    cfg.setdefault("kind", "parameter")
+    return cfg
+
+
+def build_space(spec: Union[str, dict[str, Any]], **overrides: Any) -> SearchSpace:
+    """A ready SearchSpace (see ``load_space_config`` for ``spec``); unknown kinds raise EvomergeError."""
+    cfg = load_space_config(spec, **overrides)
+    return SEARCH_SPACES.get(str(cfg["kind"])).from_config(cfg)
