@@ -74,3 +74,81 @@ def resume_cmd(run_dir: Path, evaluations, generations, wall_time_s) -> None:
     with progress_reporter(total) as on_event:
         resume(run_dir, progress=on_event, budget=budget or None)
     click.echo(f"run finished: {run_dir}")
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+@cli.command("status")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--top", type=int, default=10, show_default=True, help="How many best candidates to list.")
+@click.option("--no-plots", is_flag=True, help="Skip writing PNG plots.")
+def status_cmd(run_dir: Path, top: int, no_plots: bool) -> None:
+    """Progress, best candidates and Pareto front of a run; writes PNG plots to RUN_DIR/plots."""
+    from rich.table import Table
+
+    from evomerge.run.report import RunReport
+
+    rep = RunReport.load(run_dir)
+    out = Console()
+    cfg = rep.config
+    b = cfg.budget
+    budget = ", ".join(f"{k}={v}" for k, v in b.model_dump().items() if v is not None)
+    n_failed = sum(r["status"] != "ok" for r in rep.records)
+    out.print(f"[bold]{cfg.name}[/]  {run_dir}\n{len(rep.records)} evaluations ({n_failed} failed), "
+              f"{rep.generations_done} generations checkpointed; budget: {budget}; optimizer {cfg.optimizer.name}")
+    tests = rep.test_scores()
+    t = Table(title=f"best {min(top, len(rep.ok()))} candidates")
+    t.add_column("eval", justify="right")
+    t.add_column("gen", justify="right")
+    for o in cfg.objectives:
+        t.add_column(f"{o.metric} ({'max' if o.direction == 'maximize' else 'min'})", justify="right")
+    t.add_column("test " + cfg.objectives[0].metric, justify="right")
+    front_ids = {r["eval_id"] for r in rep.front()}
+    for r in rep.ranked()[:top]:
+        test = tests.get(r["eval_id"], {}).get(cfg.objectives[0].metric)
+        mark = " *" if r["eval_id"] in front_ids else ""
+        t.add_row(f"{r['eval_id']}{mark}", str(r["gen"]), *[_fmt(v) for v in r["values"]], _fmt(test))
+    out.print(t)
+    g = Table(title="per generation (* = on the Pareto front)")
+    for c in ("gen", "evaluated", "failed", "best so far", "hypervolume"):
+        g.add_column(c, justify="right")
+    for row in rep.per_generation():
+        g.add_row(str(row["gen"]), str(row["n"]), str(row["failed"]), ", ".join(_fmt(v) for v in row["best"]),
+                  f"{row['hypervolume']:.4g}")
+    out.print(g)
+    if not no_plots:
+        from evomerge.run.plots import write_plots
+
+        for p in write_plots(rep):
+            out.print(f"plot: {p}")
+
+
+@cli.command("export")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--best", "which", flag_value="best", default=True, help="Export the best candidate (default).")
+@click.option("--pareto", "which", flag_value="pareto", help="Export every candidate on the Pareto front.")
+@click.option("--materialize", is_flag=True, help="Also write each merged model as an HF checkpoint.")
+def export_cmd(run_dir: Path, out_dir: Path, which: str, materialize: bool) -> None:
+    """Re-evaluate the chosen candidates on the TEST split and write recipe + mergekit YAML (+ model)."""
+    import os
+
+    from rich.table import Table
+
+    from evomerge.run.export import export_run
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    console.print(f"re-evaluating the {which} candidate(s) on the test split ...")
+    rows = export_run(run_dir, out_dir, which=which, materialize=materialize)
+    t = Table(title=f"{which}: search vs test")
+    t.add_column("candidate")
+    metrics = list(rows[0]["search"])
+    for m in metrics:
+        t.add_column(f"{m} search", justify="right")
+        t.add_column(f"{m} test", justify="right")
+    for r in rows:
+        t.add_row(r["name"], *[x for m in metrics for x in (_fmt(r["search"].get(m)), _fmt(r["test"].get(m)))])
+    Console().print(t)
+    click.echo(f"exported {len(rows)} candidate(s) to {out_dir}")

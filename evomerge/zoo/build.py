@@ -60,8 +60,10 @@ VARIANTS: dict[str, ZooSettings] = {
     ),
     "full": ZooSettings(
         model=ModelSettings(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512),
-        base=TrainSettings(steps=1500, batch_size=64, lr=2e-3, warmup=100, weight_decay=0.01),
-        expert=TrainSettings(steps=200, batch_size=64, lr=3e-4, warmup=10, hard_fraction=1.0),
+        # the base sees every skill, mostly at the easy level; experts fine-tune briefly, with a small LR, on
+        # the hard level of their own skill, so they stay in the base's basin and their task vectors add up
+        base=TrainSettings(steps=600, batch_size=64, lr=2e-3, warmup=50, hard_fraction=0.1),
+        expert=TrainSettings(steps=150, batch_size=64, lr=5e-4, warmup=10, hard_fraction=1.0),
     ),
 }
 

@@ -1,0 +1,105 @@
+"""Test-split re-evaluation and export of the best candidate or the Pareto front.
+
+Scores reported for an exported recipe always include the **test** split: the candidates are re-evaluated
+(cached in ``RUN_DIR/pareto/test_scores.json``) before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from evomerge.errors import EvomergeError
+from evomerge.execution.base import EXECUTORS
+from evomerge.recipe import recipe_from_dict, recipe_to_yaml
+from evomerge.run.loop import worker_spec
+from evomerge.run.report import RunReport
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_on_test(report: RunReport, records: list[dict[str, Any]],
+                     progress: Optional[Callable[[int, int], None]] = None) -> dict[int, dict[str, float]]:
+    """Test-split metrics of ``records`` (by eval_id), evaluating only those not cached yet."""
+    from evomerge.spaces import build_space
+
+    cached = report.test_scores()
+    todo = [r for r in records if r["eval_id"] not in cached]
+    if todo:
+        cfg = report.config
+        space = build_space(cfg.space, base=cfg.base, models=cfg.models)
+        spec = worker_spec(cfg, space, report.run_dir)
+        with EXECUTORS.get("local")(spec) as ex:
+            tasks = [(r["eval_id"], recipe_from_dict(r["recipe"])) for r in todo]
+            for k, (eid, res) in enumerate(ex.map(tasks, split="test")):
+                if res.status != "ok":
+                    raise EvomergeError(f"test-split evaluation of candidate {eid} failed: {res.reason}")
+                cached[eid] = res.objectives
+                if progress:
+                    progress(k + 1, len(tasks))
+        path = report.run_dir / "pareto" / "test_scores.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({str(k): v for k, v in sorted(cached.items())}, indent=1))
+        os.replace(tmp, path)
+    return {r["eval_id"]: cached[r["eval_id"]] for r in records}
+
+
+def select(report: RunReport, which: str) -> list[dict[str, Any]]:
+    if which == "best":
+        best = report.best()
+        return [best] if best else []
+    if which == "pareto":
+        return report.front()
+    raise EvomergeError(f"unknown selection {which!r} (best or pareto)")
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", materialize: bool = False,
+               progress: Optional[Callable[[int, int], None]] = None) -> list[dict[str, Any]]:
+    """Write recipe YAML + mergekit YAML (+ HF checkpoint) per selected candidate and a search-vs-test table.
+
+    Returns one row per candidate: ``{"eval_id", "name", "search": {metric: v}, "test": {metric: v}, "dir"}``.
+    """
+    from evomerge.merge import export_recipe, to_mergekit_yaml
+
+    report = RunReport.load(run_dir)
+    chosen = select(report, which)
+    if not chosen:
+        raise EvomergeError(f"run {run_dir} has no successful candidate to export")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise EvomergeError(f"output folder {out} exists and is not empty")
+    test = evaluate_on_test(report, chosen, progress)
+    rows = []
+    for r in chosen:
+        name = f"candidate-{r['eval_id']:05d}"
+        folder = out / name
+        folder.mkdir(parents=True)
+        recipe = recipe_from_dict(r["recipe"])
+        (folder / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+        try:
+            (folder / "mergekit.yaml").write_text(to_mergekit_yaml(recipe))
+        except EvomergeError as exc:
+            (folder / "mergekit.txt").write_text(f"no mergekit equivalent: {exc}\n")
+        if materialize:
+            export_recipe(recipe, folder / "model")
+        row = {"eval_id": r["eval_id"], "name": name, "point": r["point"], "search": r["metrics"],
+               "test": test[r["eval_id"]], "dir": str(folder)}
+        (folder / "scores.json").write_text(json.dumps(row, indent=1))
+        rows.append(row)
+    (out / "summary.json").write_text(json.dumps(rows, indent=1))
+    (out / "summary.md").write_text(markdown_table(rows))
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    metrics = list(rows[0]["search"]) if rows else []
+    head = "| candidate | " + " | ".join(f"{m} search | {m} test" for m in metrics) + " |\n"
+    head += "|---|" + "---|---|" * len(metrics) + "\n"
+    body = "".join("| " + r["name"] + " | " + " | ".join(
+        f"{r['search'].get(m, float('nan')):.4f} | {r['test'].get(m, float('nan')):.4f}" for m in metrics) + " |\n"
+        for r in rows)
+    return head + body

@@ -1,0 +1,105 @@
+"""Read a run directory back: candidates, best, Pareto front, hypervolume per generation, test scores."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from evomerge.run.checkpoint import load_latest_checkpoint
+from evomerge.run.config import RunConfig
+from evomerge.run.ledger import Ledger
+from evomerge.run.loop import load_run_dir_config
+from evomerge.run.pareto import hypervolume, pareto_front
+
+
+@dataclass
+class RunReport:
+    run_dir: Path
+    config: RunConfig
+    records: list[dict[str, Any]]
+    generations_done: int
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "RunReport":
+        run_dir = Path(run_dir)
+        cfg = load_run_dir_config(run_dir)
+        led_path = run_dir / "ledger.jsonl"
+        records = Ledger(led_path).records() if led_path.exists() else []
+        ck = load_latest_checkpoint(run_dir / "checkpoints")
+        return cls(run_dir, cfg, records, ck[1]["gen"] if ck else 0)
+
+    @property
+    def objectives(self) -> list[str]:
+        return [o.metric for o in self.config.objectives]
+
+    @property
+    def directions(self) -> list[str]:
+        return self.config.directions
+
+    def ok(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["status"] == "ok"]
+
+    def ranked(self) -> list[dict[str, Any]]:
+        """Successful candidates, best first by the first objective."""
+        sign = -1.0 if self.directions[0] == "maximize" else 1.0
+        return sorted(self.ok(), key=lambda r: (sign * r["values"][0], r["eval_id"]))
+
+    def best(self) -> Optional[dict[str, Any]]:
+        ranked = self.ranked()
+        return ranked[0] if ranked else None
+
+    def front(self) -> list[dict[str, Any]]:
+        """The non-dominated successful candidates (duplicate recipes kept once)."""
+        ok = self.ok()
+        idx = pareto_front([r["values"] for r in ok], self.directions) if ok else []
+        seen, out = set(), []
+        for i in idx:
+            key = json.dumps(ok[i]["point"], sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                out.append(ok[i])
+        return out
+
+    def reference(self) -> list[float]:
+        """Hypervolume reference: the configured one, else the worst successful value of each objective."""
+        ok = np.array([r["values"] for r in self.ok()], dtype=float).reshape(-1, len(self.objectives))
+        ref = []
+        for j, o in enumerate(self.config.objectives):
+            if o.reference is not None:
+                ref.append(o.reference)
+            elif len(ok):
+                worst = ok[:, j].min() if o.direction == "maximize" else ok[:, j].max()
+                span = float(np.ptp(ok[:, j])) or 1.0
+                ref.append(float(worst - 0.01 * span if o.direction == "maximize" else worst + 0.01 * span))
+            else:
+                ref.append(0.0)
+        return ref
+
+    def per_generation(self) -> list[dict[str, Any]]:
+        """Per generation: candidates, failures, best-so-far of each objective, hypervolume so far."""
+        ref = self.reference()
+        out, seen = [], []
+        gens = sorted({r["gen"] for r in self.records})
+        best = [None] * len(self.objectives)
+        for g in gens:
+            recs = [r for r in self.records if r["gen"] == g]
+            oks = [r for r in recs if r["status"] == "ok"]
+            seen += [r["values"] for r in oks]
+            for j, d in enumerate(self.directions):
+                vals = [v[j] for v in seen]
+                if vals:
+                    best[j] = max(vals) if d == "maximize" else min(vals)
+            out.append({"gen": g, "n": len(recs), "failed": len(recs) - len(oks), "best": list(best),
+                        "hypervolume": hypervolume(seen, self.directions, ref) if seen else 0.0})
+        return out
+
+    def test_scores(self) -> dict[int, dict[str, float]]:
+        """Test-split metrics of re-evaluated candidates (by eval_id), from ``pareto/test_scores.json``."""
+        path = self.run_dir / "pareto" / "test_scores.json"
+        if not path.exists():
+            return {}
+        return {int(k): v for k, v in json.loads(path.read_text()).items()}
