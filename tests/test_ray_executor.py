@@ -66,6 +66,7 @@ def test_ray_search_gives_the_in_process_ledger(ray_session, ci_zoo, tmp_path):
     assert all(r["status"] == "ok" for r in b.values())
 
 
+@pytest.mark.slow  # ~4 min on 2 busy cores: each actor loads the CI zoo and builds the lm-eval tasks
 @pytest.mark.skipif("lm_eval" not in WORKERS, reason="the lm_eval worker has not landed yet")
 def test_ray_search_on_the_ci_zoo_with_lm_eval_matches_in_process(ray_session, ci_zoo, tmp_path):
     fitness = {"kind": "lm_eval", "tasks": ["zoo_add", "zoo_reverse"], "include_path": ["zoo"],
@@ -162,7 +163,7 @@ def test_cli_run_starts_ray_inside_the_run_dir_and_writes_nothing_in_home(ci_zoo
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(Ledger(run_dir / "ledger.jsonl").records()) == 4
-    sessions = list((run_dir / "ray").glob("session_*"))
+    sessions = [p for p in (run_dir / "ray").glob("session_*") if not p.is_symlink()]
     assert sessions and (sessions[0] / "logs").is_dir()
     assert not any(home.iterdir()), sorted(p.name for p in home.iterdir())
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("evomerge-ray-*"))  # the short link is removed

@@ -88,7 +88,8 @@ def test_report_and_plots(run_dir, tmp_path):
 
 
 def test_status_cli(run_dir):
-    code = "import sys; from evomerge.cli import main; main(sys.argv[1:])"
+    # only this package's verbs: loading every verb module (zoo training code...) costs seconds per spawn
+    code = "import sys; import evomerge.run.cli; from evomerge.cli import cli; cli.main(sys.argv[1:], prog_name='evomerge')"
     proc = subprocess.run([sys.executable, "-c", code, "status", str(run_dir), "--top", "3"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

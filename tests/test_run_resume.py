@@ -37,7 +37,8 @@ def stable(run_dir):
 
 def _spawn(args):
     env = dict(os.environ, PYTHONHASHSEED="0")
-    code = "import sys; from evomerge.cli import main; main(sys.argv[1:])"
+    # only this package's verbs: loading every verb module (zoo training code...) costs seconds per spawn
+    code = "import sys; import evomerge.run.cli; from evomerge.cli import cli; cli.main(sys.argv[1:], prog_name='evomerge')"
     return subprocess.Popen([sys.executable, "-c", code] + args, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
 
@@ -160,3 +161,16 @@ def test_cli_prints_one_error_line(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert err.decode().strip().splitlines() == ["error: unknown optimizer 'nosuch' (known: cma, nevergrad, optuna, random)"]
+
+
+def test_wall_time_and_generation_budgets(tmp_path):
+    cfg = run_config_from_dict(config(budget={"wall_time_s": 0.2},
+                                      fitness={"kind": "synthetic", "tasks": ["a"], "sleep_s": 0.05}))
+    run_search(cfg, tmp_path / "w")
+    recs = Ledger(tmp_path / "w" / "ledger.jsonl").records()
+    # the budget is checked between generations: the first generation (5 x 0.05 s) already spends it
+    assert len(recs) == 5
+    run_search(run_config_from_dict(config(budget={"generations": 2, "evaluations": 100})), tmp_path / "g")
+    assert [r["gen"] for r in Ledger(tmp_path / "g" / "ledger.jsonl")] == [0] * 5 + [1] * 5
+    run_search(run_config_from_dict(config(budget={"evaluations": 7})), tmp_path / "e")
+    assert [r["gen"] for r in Ledger(tmp_path / "e" / "ledger.jsonl")] == [0] * 5 + [1] * 2

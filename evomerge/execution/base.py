@@ -67,8 +67,11 @@ class WorkerSpec(BaseModel):
 class Worker(ABC):
     """Merge + evaluate + estimate one recipe; built once per process."""
 
-    #: the fitness config class of this worker kind (``kind`` literal + options)
-    Config: type[BaseModel]
+    @classmethod
+    def config_class(cls) -> type[BaseModel]:
+        """The fitness config class of this worker kind (``kind`` literal + options); imported lazily so that
+        listing worker kinds stays cheap."""
+        raise NotImplementedError
 
     @classmethod
     def metrics(cls, fitness_cfg: BaseModel) -> list[str]:

@@ -13,15 +13,19 @@ import numpy as np
 
 from evomerge.errors import EvomergeError
 from evomerge.execution.base import WORKERS, CandidateResult, Worker, WorkerSpec
-from evomerge.fitness.config import FitnessConfig
 
 
 @WORKERS.register("lm_eval")
 class LMEvalWorker(Worker):
-    Config = FitnessConfig
     needs_models = True
 
-    def __init__(self, cfg: FitnessConfig, spec: WorkerSpec):
+    @classmethod
+    def config_class(cls):
+        from evomerge.fitness.config import FitnessConfig  # heavy (lm-eval, sklearn): only when used
+
+        return FitnessConfig
+
+    def __init__(self, cfg, spec: WorkerSpec):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -42,10 +46,10 @@ class LMEvalWorker(Worker):
 
     @classmethod
     def from_spec(cls, spec: WorkerSpec) -> "LMEvalWorker":
-        return cls(FitnessConfig.model_validate(spec.fitness), spec)
+        return cls(cls.config_class().model_validate(spec.fitness), spec)
 
     @classmethod
-    def metrics(cls, fitness_cfg: FitnessConfig) -> list[str]:
+    def metrics(cls, fitness_cfg) -> list[str]:
         return list(fitness_cfg.metrics) + ["mean"]
 
     def evaluate(self, recipe, split: str = "search") -> CandidateResult:

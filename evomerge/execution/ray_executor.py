@@ -19,58 +19,19 @@ from __future__ import annotations
 
 import collections
 import functools
-import hashlib
 import logging
 import math
 import os
-import socket
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Hashable, Iterable, Iterator, Optional
-from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from evomerge.errors import ConfigError, EvomergeError
+from evomerge.errors import EvomergeError
 from evomerge.execution.base import EXECUTORS, CandidateResult, Executor, WorkerSpec
+from evomerge.execution.ray_cluster import RayConnection, RayOptions, first_line, parse_options
 
 log = logging.getLogger(__name__)
-# Ray's session dir name + "/sockets/plasma_store" take ~62 bytes of the 107 allowed for a Unix socket path
-_MAX_TEMP_DIR_LEN = 44
-
-
-class RayOptions(BaseModel):
-    """``executor.options`` of ``name: ray`` (validated once, before Ray starts)."""
-
-    model_config = ConfigDict(extra="forbid")
-    address: Optional[str] = Field(None, description="existing cluster: 'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
-    num_workers: Optional[int] = Field(None, ge=1, description="actors (default: as many as the resources allow)")
-    num_cpus: float = Field(1.0, gt=0, description="CPUs per actor")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor: a fraction (<1) or a whole number (>=1)")
-    torch_threads: Optional[int] = Field(None, ge=1, description="torch threads per actor (default ceil(num_cpus))")
-    timeout_s: Optional[float] = Field(None, gt=0, description="per-candidate timeout; the actor is replaced")
-    max_retries: int = Field(2, ge=0, description="retries of a candidate whose actor died or timed out")
-    start_timeout_s: float = Field(600.0, gt=0, description="how long an actor may take to be placed and built")
-    connect_timeout_s: float = Field(15.0, gt=0, description="reachability check of address")
-    local_num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of a locally started Ray (default: all)")
-    local_num_gpus: Optional[int] = Field(None, ge=0, description="GPUs of a locally started Ray (default: detected)")
-    log_to_driver: bool = Field(False, description="echo actor logs on the driver (they are in RUN_DIR/ray anyway)")
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.num_gpus > 1 and self.num_gpus != int(self.num_gpus):
-            raise ValueError(f"num_gpus {self.num_gpus}: above 1 it must be a whole number of GPUs")
-        return self
-
-
-def parse_options(options: dict[str, Any]) -> RayOptions:
-    try:
-        return RayOptions.model_validate(options)
-    except ValidationError as exc:
-        msg = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid ray executor options: {msg}") from None
 
 
 class _EvalActor:
@@ -143,18 +104,17 @@ class RayExecutor(Executor):
     def __init__(self, spec: WorkerSpec, run_dir: Optional[os.PathLike] = None, **options: Any):
         super().__init__(spec, run_dir=Path(run_dir) if run_dir is not None else None, **options)
         self.opts = parse_options(options)
-        self._owns_ray = False
-        self._link: Optional[Path] = None
         self._slots: dict[int, _Slot] = {}
         self._next_index = 0
         self._spec_ref = None
         self._closed = False
         self.name_prefix = f"evomerge-{os.getpid()}-{id(self):x}"
-        #: stats of the last ``map``: wall_s, busy_s, utilisation, overhead_s, retries, replaced
+        #: stats of the last ``map``: candidates, wall_s, busy_s, utilisation, overhead_s_per_candidate,
+        #: retries, replaced, workers
         self.last_stats: dict[str, float] = {}
-        self._connect()
+        self._ray = RayConnection(self.opts, self.run_dir)
         try:
-            self.num_workers = self._check_resources()
+            self.num_workers = self._ray.num_workers()
             import ray
 
             self._spec_ref = ray.put(spec)  # shipped once; every actor (and replacement) reads the same object
@@ -163,72 +123,6 @@ class RayExecutor(Executor):
         except BaseException:
             self.close()
             raise
-
-    # ---- connecting ----------------------------------------------------------------------------------------
-
-    def _connect(self) -> None:
-        import ray
-
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        o = self.opts
-        if o.address:
-            _check_reachable(o.address, o.connect_timeout_s)
-            if ray.is_initialized():
-                raise EvomergeError("ray executor: this process is already connected to a Ray cluster; "
-                                    "leave executor.options.address unset to use it")
-            try:
-                ray.init(address=o.address, include_dashboard=False, log_to_driver=o.log_to_driver,
-                         logging_level=logging.WARNING)
-            except Exception as exc:
-                raise EvomergeError(f"cannot connect to Ray at {o.address}: {_first_line(exc)}") from None
-            self._owns_ray = True  # our connection (the cluster itself stays up on shutdown)
-            return
-        if ray.is_initialized():  # a session started by the caller (tests, notebooks): use it, leave it up
-            return
-        if self.run_dir is None:
-            raise EvomergeError("ray executor: no run directory to put the local Ray temp dir in")
-        temp_dir = (self.run_dir / "ray").resolve()
-        temp_dir.mkdir(parents=True, exist_ok=True)
-        ray_dir = temp_dir
-        if len(str(temp_dir)) > _MAX_TEMP_DIR_LEN:
-            digest = hashlib.sha256(str(temp_dir).encode()).hexdigest()[:10]
-            self._link = Path(tempfile.gettempdir()) / f"evomerge-ray-{digest}"
-            if self._link.is_symlink() and self._link.resolve() != temp_dir:
-                self._link.unlink()
-            if not self._link.is_symlink():
-                self._link.symlink_to(temp_dir, target_is_directory=True)
-            ray_dir = self._link
-        try:
-            ray.init(num_cpus=o.local_num_cpus, num_gpus=o.local_num_gpus, _temp_dir=str(ray_dir),
-                     include_dashboard=False, log_to_driver=o.log_to_driver, logging_level=logging.WARNING)
-        except Exception as exc:
-            self._remove_link()
-            raise EvomergeError(f"cannot start a local Ray in {temp_dir}: {_first_line(exc)}") from None
-        self._owns_ray = True
-
-    def _check_resources(self) -> int:
-        """Number of actors to run; one clear error if one actor cannot fit on any node (it would hang)."""
-        import ray
-
-        o = self.opts
-        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-        need = {"CPU": o.num_cpus, "GPU": o.num_gpus}
-        for res, amount in need.items():
-            if amount <= 0:
-                continue
-            biggest = max((n.get(res, 0.0) for n in nodes), default=0.0)
-            if amount > biggest + 1e-9:
-                where = "the local machine" if not o.address else f"any node of the cluster at {o.address}"
-                raise EvomergeError(f"ray executor: each worker asks num_{res.lower()}s={amount:g} but "
-                                    f"{where} has at most {biggest:g} {res}(s)")
-        fit = sum(min(math.floor(n.get(r, 0.0) / a + 1e-9) for r, a in need.items() if a > 0) for n in nodes)
-        if o.num_workers is not None:
-            if o.num_workers > fit:
-                log.warning("ray executor: %d workers asked but the cluster fits %d now; the rest wait for "
-                            "resources (start_timeout_s=%g)", o.num_workers, fit, o.start_timeout_s)
-            return o.num_workers
-        return max(1, fit)
 
     # ---- the pool -------------------------------------------------------------------------------------------
 
@@ -253,6 +147,30 @@ class RayExecutor(Executor):
         except Exception as exc:  # already gone
             log.debug("kill of worker %d: %s", slot.index, exc)
 
+    def wait_ready(self) -> None:
+        """Block until every actor has built its Worker (else one clear error), e.g. before timing."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        for slot in list(self._slots.values()):
+            if slot.ready_ref is None:
+                continue
+            left = self.opts.start_timeout_s - (time.monotonic() - slot.started)
+            try:
+                slot.pid, err = ray.get(slot.ready_ref, timeout=max(0.0, left))
+            except GetTimeoutError:
+                raise EvomergeError(self._start_timeout_message(slot)) from None
+            except RayActorError as exc:
+                raise EvomergeError(f"ray worker {slot.index} died while starting: {first_line(exc)}") from None
+            if err:
+                raise EvomergeError(f"ray worker could not build its evaluator: {err}")
+            slot.ready_ref, slot.ready_at = None, time.monotonic()
+
+    def _start_timeout_message(self, slot: _Slot) -> str:
+        return (f"ray worker {slot.index} was not placed and built within start_timeout_s="
+                f"{self.opts.start_timeout_s:g} s (per worker: num_cpus={self.opts.num_cpus:g}, "
+                f"num_gpus={self.opts.num_gpus:g})")
+
     def worker_names(self) -> list[str]:
         """Ray actor names of the live workers (``ray.get_actor(name)``), e.g. to inspect or kill one."""
         return [f"{self.name_prefix}-worker-{i}" for i in sorted(self._slots)]
@@ -262,7 +180,7 @@ class RayExecutor(Executor):
 
         ``tasks`` may be a lazy iterator: the next pair is pulled only when a worker is free."""
         import ray
-        from ray.exceptions import GetTimeoutError, RayActorError
+        from ray.exceptions import RayActorError
 
         if self._closed:
             raise EvomergeError("ray executor is closed")
@@ -339,7 +257,7 @@ class RayExecutor(Executor):
                             slot.pid, err = ray.get(ref)
                         except RayActorError as exc:
                             raise EvomergeError(f"ray worker {slot.index} died while starting: "
-                                                f"{_first_line(exc)}") from None
+                                                f"{first_line(exc)}") from None
                         if err:
                             raise EvomergeError(f"ray worker could not build its evaluator: {err}")
                         slot.ready_ref, slot.ready_at = None, time.monotonic()
@@ -350,7 +268,7 @@ class RayExecutor(Executor):
                         res, eval_s = ray.get(ref)
                     except RayActorError as exc:
                         replace(slot)
-                        res = give_up_or_retry(task, f"ray worker died: {_first_line(exc)}")
+                        res = give_up_or_retry(task, f"ray worker died: {first_line(exc)}")
                         if res is None:
                             continue
                     else:
@@ -363,9 +281,7 @@ class RayExecutor(Executor):
                 now = time.monotonic()
                 for ref, slot in list(starting.items()):
                     if now - slot.started > self.opts.start_timeout_s:
-                        raise EvomergeError(f"ray worker {slot.index} was not placed and built within "
-                                            f"start_timeout_s={self.opts.start_timeout_s:g} s (resources: "
-                                            f"num_cpus={self.opts.num_cpus:g}, num_gpus={self.opts.num_gpus:g})")
+                        raise EvomergeError(self._start_timeout_message(slot))
                 if self.opts.timeout_s is not None:
                     for ref, (slot, task, t_sent) in list(running.items()):
                         if now - t_sent > self.opts.timeout_s:
@@ -398,37 +314,7 @@ class RayExecutor(Executor):
             if ray.is_initialized():
                 for slot in list(self._slots.values()):
                     self._kill(slot)
-                if self._owns_ray:
-                    ray.shutdown()
         finally:
             self._slots.clear()
-            self._remove_link()
-
-    def _remove_link(self) -> None:
-        if self._link is not None and self._link.is_symlink():
-            self._link.unlink()
-        self._link = None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()[:300]
-    return type(exc).__name__
-
-
-def _check_reachable(address: str, timeout_s: float) -> None:
-    """A TCP connect to a ``HOST:PORT`` / ``ray://HOST:PORT`` address, so a dead address fails fast."""
-    if address == "auto" or address.startswith("local"):
-        return
-    parsed = urlparse(address if "://" in address else f"tcp://{address}")
-    host, port = parsed.hostname, parsed.port
-    if not host or port is None:
-        raise ConfigError(f"ray address {address!r} is not 'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        raise EvomergeError(f"Ray cluster at {address} is unreachable ({exc.strerror or exc}; "
-                            f"waited up to {timeout_s:g} s)") from None
+            if getattr(self, "_ray", None) is not None:
+                self._ray.close()

@@ -32,7 +32,10 @@ class SyntheticConfig(BaseModel):
 
 @WORKERS.register("synthetic")
 class SyntheticWorker(Worker):
-    Config = SyntheticConfig
+
+    @classmethod
+    def config_class(cls):
+        return SyntheticConfig
     needs_models = False  # computed from the recipe; model references are only names here
 
     def __init__(self, cfg: SyntheticConfig):

@@ -16,7 +16,7 @@ console = Console(stderr=True)
 
 
 @contextlib.contextmanager
-def progress_reporter(total: Optional[int]):
+def progress_reporter(total: Optional[int], maximize: bool = True):
     """A rich progress bar fed by the loop's progress events (shown from the first event on, so a config
     error is printed alone)."""
     state: dict = {"bar": None, "task": None, "best": None}
@@ -32,7 +32,7 @@ def progress_reporter(total: Optional[int]):
             bar.update(task, completed=ev["n_evals"], gen=ev["gen"])
         if ev["event"] == "candidate" and ev["record"]["status"] == "ok":
             v = ev["record"]["values"]
-            if state["best"] is None or v[0] > state["best"][0]:
+            if state["best"] is None or (v[0] > state["best"][0] if maximize else v[0] < state["best"][0]):
                 state["best"] = v
             bar.update(task, best=", ".join(f"{x:.4g}" for x in state["best"]))
 
@@ -54,7 +54,7 @@ def run_cmd(config: str, run_dir: Optional[Path]) -> None:
 
     cfg = load_run_config(config)
     run_dir = run_dir or default_run_dir(cfg)
-    with progress_reporter(cfg.budget.evaluations) as on_event:
+    with progress_reporter(cfg.budget.evaluations, cfg.directions[0] == "maximize") as on_event:
         run_search(cfg, run_dir, progress=on_event)
     click.echo(f"run finished: {run_dir}  (evomerge status {run_dir})")
 
@@ -70,8 +70,9 @@ def resume_cmd(run_dir: Path, evaluations, generations, wall_time_s) -> None:
 
     budget = {k: v for k, v in dict(evaluations=evaluations, generations=generations,
                                     wall_time_s=wall_time_s).items() if v is not None}
-    total = budget.get("evaluations") or load_run_dir_config(run_dir).budget.evaluations
-    with progress_reporter(total) as on_event:
+    cfg = load_run_dir_config(run_dir)
+    total = budget.get("evaluations") or cfg.budget.evaluations
+    with progress_reporter(total, cfg.directions[0] == "maximize") as on_event:
         resume(run_dir, progress=on_event, budget=budget or None)
     click.echo(f"run finished: {run_dir}")
 
@@ -152,3 +153,42 @@ def export_cmd(run_dir: Path, out_dir: Path, which: str, materialize: bool) -> N
         t.add_row(r["name"], *[x for m in metrics for x in (_fmt(r["search"].get(m)), _fmt(r["test"].get(m)))])
     Console().print(t)
     click.echo(f"exported {len(rows)} candidate(s) to {out_dir}")
+
+
+@cli.command("demo")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/zoo_demo"),
+              show_default=True)
+@click.option("--variant", type=click.Choice(["ci", "full"]), default="full", show_default=True,
+              help="Zoo variant (ci: seconds, for a smoke test; full: the real demo).")
+def demo_cmd(run_dir: Path, variant: str) -> None:
+    """Build the tiny zoo if missing, search a merge recipe, and compare the winner on the TEST split."""
+    import os
+
+    from rich.table import Table
+
+    from evomerge.run.demo import demo_config, run_demo
+    from evomerge.zoo import ensure_zoo
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    demo_config(variant)  # config errors before any compute
+    console.print(f"[bold]1/3[/] tiny zoo ({variant}): building if missing ...")
+    ensure_zoo(variant, progress=True)
+    console.print("[bold]2/3[/] search")
+    with progress_reporter(demo_config(variant).budget.evaluations) as on_event:
+        res = run_demo(run_dir, variant, progress=on_event, say=lambda s: console.print(f"    {s}"))
+    console.print("[bold]3/3[/] comparison on the test split")
+    t = Table(title="test-split exact-match accuracy (%)")
+    t.add_column("model")
+    for task in res["tasks"]:
+        t.add_column(task, justify="right")
+    t.add_column("mean", justify="right")
+    t.add_column("winner - this", justify="right")
+    for r in res["rows"]:
+        margin = res["margin_vs"].get(r["model"])
+        t.add_row(r["model"], *[f"{100 * r['test'][k]:.1f}" for k in res["tasks"]], f"{100 * r['test']['mean']:.1f}",
+                  "-" if margin is None else f"{100 * margin:+.1f}")
+    Console().print(t)
+    verdict = "beats" if res["beats_all"] else "does NOT beat"
+    click.echo(f"the searched recipe {verdict} every parent and the best task-arithmetic / TIES merge "
+               f"(smallest margin {100 * res['min_margin']:+.1f} points on the test mean)")
+    click.echo(f"run dir: {run_dir}  (evomerge status {run_dir}; evomerge export {run_dir} OUT --best)")

@@ -125,7 +125,7 @@ def validate_run(cfg: RunConfig):
         raise ConfigError("models is empty: list the models to merge")
     worker_cls = WORKERS.get(str(cfg.fitness["kind"]))
     try:
-        fitness = worker_cls.Config.model_validate(cfg.fitness)
+        fitness = worker_cls.config_class().model_validate(cfg.fitness)
     except ValidationError as exc:
         raise ConfigError(f"invalid fitness config: {_one_line(exc)}") from None
     known = worker_cls.metrics(fitness)

@@ -48,16 +48,15 @@ class Ledger:
         self._records = recs
 
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Write one record durably; returns it as stored (after the JSON round trip)."""
+        """Write one record durably (JSON-native values only: no tuples, no NaN); returns it."""
         line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
-        stored = json.loads(line)
-        self._records.append(stored)
-        return stored
+        self._records.append(record)  # JSON-native already (json.dumps above would have refused otherwise)
+        return record
 
     def records(self) -> list[dict[str, Any]]:
         return list(self._records)

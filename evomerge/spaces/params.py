@@ -17,6 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 ParamValue = Union[bool, int, float, str]
 
 
+def _clip01(u: float) -> float:
+    """``u`` clipped to [0, 1] (pure Python: np.clip on a scalar costs ~50x more; NaN maps to 0.5)."""
+    u = float(u)
+    if u != u:
+        return 0.5
+    return 0.0 if u < 0.0 else 1.0 if u > 1.0 else u
+
+
+
+
 class _ParamBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -51,7 +61,7 @@ class FloatParam(_ParamBase):
         return self
 
     def from_unit(self, u: float) -> float:
-        u = float(np.clip(u, 0.0, 1.0))
+        u = _clip01(u)
         if self.log:
             return float(math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low))))
         return float(self.low + u * (self.high - self.low))
@@ -89,7 +99,7 @@ class IntParam(_ParamBase):
 
     def from_unit(self, u: float) -> int:
         n = self.high - self.low + 1
-        return int(self.low + min(int(float(np.clip(u, 0.0, 1.0)) * n), n - 1))
+        return int(self.low + min(int(_clip01(u) * n), n - 1))
 
     def to_unit(self, v: int) -> float:
         return (int(v) - self.low + 0.5) / (self.high - self.low + 1)
@@ -123,7 +133,7 @@ class CategoricalParam(_ParamBase):
 
     def from_unit(self, u: float) -> ParamValue:
         k = len(self.choices)
-        return self.choices[min(int(float(np.clip(u, 0.0, 1.0)) * k), k - 1)]
+        return self.choices[min(int(_clip01(u) * k), k - 1)]
 
     def to_unit(self, v: ParamValue) -> float:
         return (self.choices.index(v) + 0.5) / len(self.choices)

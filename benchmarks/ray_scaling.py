@@ -1,0 +1,137 @@
+"""Ray scaling: candidates/min in-process vs Ray actors, worker utilisation and per-candidate overhead, one run.
+
+    python benchmarks/ray_scaling.py [--fitness lm_eval|synthetic] [--candidates 12] [--generations 3]
+
+Rows (the same recipes, warm workers: the Worker build is not timed):
+  in-process (2 threads)        LocalExecutor, torch with 2 threads
+  ray 1 actor / 2 actors        RayExecutor, single-thread actors (num_cpus=1, torch_threads=1)
+Utilisation, population 5 on 2 actors:
+  generational                  one ``map`` per generation (the run loop today: a barrier at each tell)
+  steady-state                  one ``map`` over a lazy stream of candidates (what a partial-tell loop feeds)
+Overhead per candidate: driver round-trip time minus the time spent inside the actor's ``evaluate``.
+
+``--fitness lm_eval`` (default) merges the CI zoo and scores it with lm-eval (exact match, full split);
+``synthetic`` is CPU-free (a sleep), which isolates the scheduling from the compute.
+Targets (issue 6): 2 actors >= 1.6x one process; utilisation >= 90% with a population of 5 on 2 workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def _fitness(kind: str, sleep_s: float) -> dict:
+    if kind == "synthetic":
+        return {"kind": "synthetic", "tasks": ["add", "reverse", "sort"], "num_layers": 2, "sleep_s": sleep_s}
+    return {"kind": "lm_eval", "tasks": ["zoo_add", "zoo_reverse", "zoo_sort"], "include_path": ["zoo"],
+            "estimator": "full", "population": 0, "batch_size": 32}
+
+
+def _recipes(n: int, seed: int = 0):
+    from evomerge.optim import make_optimizer
+    from evomerge.spaces import build_space
+
+    models = [f"zoo://ci/{m}" for m in ("add", "reverse", "sort")]
+    space = build_space({"preset": "ties_layerwise", "num_layers": 2}, base="zoo://ci/base", models=models)
+    opt = make_optimizer("random", space, ["maximize"], seed=seed, population=n)
+    return space, [space.decode(p) for p in opt.ask(n)]
+
+
+def _throughput(executor, recipes) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    results = list(executor.map(list(enumerate(recipes))))
+    wall = time.perf_counter() - t0
+    bad = [r.reason for _, r in results if r.status != "ok"]
+    if bad:
+        raise SystemExit(f"benchmark candidate failed: {bad[0]}")
+    return len(results) / wall * 60.0, wall
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fitness", choices=["lm_eval", "synthetic"], default="lm_eval")
+    ap.add_argument("--candidates", type=int, default=12, help="candidates per throughput row")
+    ap.add_argument("--generations", type=int, default=3, help="generations of 5 for the utilisation rows")
+    ap.add_argument("--sleep-s", type=float, default=0.5, help="synthetic evaluation time")
+    args = ap.parse_args(argv)
+
+    import ray
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from evomerge.execution import EXECUTORS, WorkerSpec
+    from evomerge.zoo import ensure_zoo
+
+    ensure_zoo("ci")
+    space, recipes = _recipes(args.candidates)
+    spec = WorkerSpec(fitness=_fitness(args.fitness, args.sleep_s), sources=space.sources(), base="zoo://ci/base")
+    rows = []
+
+    torch.set_num_threads(2)
+    local = EXECUTORS.get("local")(spec)
+    list(local.map([(0, recipes[0])]))  # build the worker (and warm caches) before timing
+    rate_local, wall = _throughput(local, recipes)
+    rows.append(("in-process (2 threads)", rate_local, wall, None, None))
+    local.close()
+
+    with tempfile.TemporaryDirectory(prefix="evr-") as tmp:
+        ray.init(num_cpus=2, _temp_dir=str(Path(tmp) / "ray"), include_dashboard=False, log_to_driver=False)
+        try:
+            util = {}
+            for n in (1, 2):
+                ex = EXECUTORS.get("ray")(spec, run_dir=tmp, num_workers=n, num_cpus=1, torch_threads=1)
+                ex.wait_ready()
+                list(ex.map([(i, recipes[i]) for i in range(n)]))  # first candidate per actor warms it up
+                rate, wall = _throughput(ex, recipes)
+                st = ex.last_stats
+                rows.append((f"ray {n} actor{'s' if n > 1 else ''} (1 thread each)", rate, wall, st["utilisation"],
+                             st["overhead_s_per_candidate"]))
+                if n == 2:
+                    _, pop = _recipes(5 * args.generations, seed=1)
+                    busy = cap = 0.0
+                    t0 = time.perf_counter()
+                    for g in range(args.generations):
+                        list(ex.map(list(enumerate(pop[5 * g:5 * g + 5]))))
+                        busy += ex.last_stats["busy_s"]
+                        cap += ex.last_stats["busy_s"] / max(ex.last_stats["utilisation"], 1e-9)
+                    util["generational"] = (busy / cap, time.perf_counter() - t0)
+                    list(ex.map(iter(list(enumerate(pop)))))
+                    util["steady-state"] = (ex.last_stats["utilisation"], ex.last_stats["wall_s"])
+                ex.close()
+        finally:
+            ray.shutdown()
+
+    con = Console(width=120)
+    t = Table(title=f"Ray scaling ({args.fitness} fitness, {args.candidates} candidates, warm workers, "
+                    f"{os.cpu_count()} CPUs)")
+    for col in ("executor", "candidates/min", "wall s", "vs in-process", "utilisation", "overhead/cand ms"):
+        t.add_column(col, justify="left" if col == "executor" else "right")
+    for name, rate, wall, u, ov in rows:
+        t.add_row(name, f"{rate:.1f}", f"{wall:.2f}", f"{rate / rate_local:.2f}x",
+                  "" if u is None else f"{100 * u:.1f}%", "" if ov is None else f"{1000 * ov:.1f}")
+    con.print(t)
+    u = Table(title=f"Worker utilisation, population 5 on 2 actors, {args.generations} generations")
+    for col in ("scheduling", "utilisation", "wall s"):
+        u.add_column(col, justify="left" if col == "scheduling" else "right")
+    for name, (val, wall) in util.items():
+        u.add_row(name, f"{100 * val:.1f}%", f"{wall:.2f}")
+    con.print(u)
+    speedup = rows[2][1] / rate_local
+    con.print(f"targets: 2 actors vs in-process {speedup:.2f}x (>= 1.6x: {'met' if speedup >= 1.6 else 'NOT met'}); "
+              f"steady-state utilisation {100 * util['steady-state'][0]:.1f}% (>= 90%: "
+              f"{'met' if util['steady-state'][0] >= 0.9 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()
