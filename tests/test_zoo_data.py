@@ -25,8 +25,8 @@ def test_splits_are_large_disjoint_and_correct(skill):
         assert it["choices"][it["gold"]] == it["answer"] and len(set(it["choices"])) == 4
         assert "\n" not in it["answer"] and it["prompt"].endswith("=")
     if skill == "add":
-        a, b = search[0]["prompt"][:-1].split("+")
-        assert int(search[0]["answer"]) == int(a) + int(b)
+        a, b = search[0]["prompt"][:-1].split("+")  # little-endian, zero-padded
+        assert int(search[0]["answer"][::-1]) == int(a[::-1]) + int(b[::-1])
 
 
 def test_training_batches_never_contain_heldout_items():

@@ -1,8 +1,11 @@
-"""The real worker: merge a recipe into one live model (InMemoryMerger) and score it with lm-eval (Fitness).
+"""The real worker: turn a recipe into a live model and score it with lm-eval (Fitness).
 
-Built once per process: sources loaded once, the base model and tokenizer loaded once, the lm-eval tasks
-built once, the item bank / anchors / estimator prepared once (``Fitness.prepare``). Metrics: one per search
-task (estimated accuracy) plus ``mean``; on the ``test`` split, the full test-split accuracies.
+A parameter-space recipe is merged into one live model in place (InMemoryMerger); a data-flow recipe becomes a
+path model over the sources' layers, loaded once and shared (``build_path_model``, no weights copied).
+Built once per process: sources, the base model and tokenizer, the lm-eval tasks and the item bank / anchors /
+estimator (``Fitness.prepare``). Metrics: one per search task (estimated accuracy), ``mean``, and the model's
+size (``num_layers``, ``params_m``: millions of parameters of the exported checkpoint) for size objectives; on
+the ``test`` split the task metrics are the full test-split accuracies.
 """
 
 from __future__ import annotations
@@ -37,10 +40,15 @@ class LMEvalWorker(Worker):
         if not spec.sources:
             raise EvomergeError("the lm_eval worker needs source models")
         self.cfg = cfg
-        self.merger = InMemoryMerger(spec.sources)
+        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto"
+                                   else cfg.device)
+        dtype = getattr(torch, cfg.dtype)
+        self.merger = InMemoryMerger(spec.sources, device=self.device, dtype=dtype)
         lead = resolve_model(spec.base or spec.sources[0])
-        self.model = AutoModelForCausalLM.from_pretrained(lead, dtype=torch.float32).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(lead, dtype=dtype).to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(lead)
+        self.size = (int(self.model.config.num_hidden_layers), sum(p.numel() for p in self.model.parameters()))
+        self.path_sources = None  # data-flow sources, loaded on the first data-flow recipe
         self.fitness = Fitness.from_config(cfg)
         self.fitness.prepare(self.model, self.tokenizer, self.merger, spec.sources, spec.base, spec.run_dir)
 
@@ -50,22 +58,37 @@ class LMEvalWorker(Worker):
 
     @classmethod
     def metrics(cls, fitness_cfg) -> list[str]:
-        return list(fitness_cfg.metrics) + ["mean"]
+        return list(fitness_cfg.metrics) + ["mean", "num_layers", "params_m"]
 
     def evaluate(self, recipe, split: str = "search") -> CandidateResult:
         import torch
 
+        from evomerge.recipe_dataflow import DataFlowRecipe
+
         t0 = time.perf_counter()
-        self.merger.merge_into(recipe, self.model)
-        with torch.no_grad():
-            if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
-                return CandidateResult.failed("merged weights contain NaN/inf",
-                                              {"merge_s": time.perf_counter() - t0})
+        if isinstance(recipe, DataFlowRecipe):
+            model, (layers, params) = self._path_model(recipe)
+        else:
+            self.merger.merge_into(recipe, self.model)
+            model, (layers, params) = self.model, self.size
+            with torch.no_grad():
+                if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                    return CandidateResult.failed("merged weights contain NaN/inf",
+                                                  {"merge_s": time.perf_counter() - t0})
         t1 = time.perf_counter()
-        objectives, raw = self.fitness.score(self.model, self.tokenizer, split=split)
+        objectives, raw = self.fitness.score(model, self.tokenizer, split=split)
         t2 = time.perf_counter()
         objectives = {k: float(v) for k, v in objectives.items()}
         objectives["mean"] = float(np.mean(list(objectives.values())))
+        objectives.update(num_layers=float(layers), params_m=params / 1e6)
         items = {t: {str(i): float(s) for i, s in v.items()} for t, v in raw.scores.items()}
         return CandidateResult(objectives=objectives, item_results=items,
                                timings={"merge_s": t1 - t0, "eval_s": t2 - t1})
+
+    def _path_model(self, recipe):
+        from evomerge.dataflow import SourceModels, build_path_model, dataflow_size
+
+        if self.path_sources is None:
+            self.path_sources = SourceModels(device=self.device, dtype=recipe.dtype)
+        size = dataflow_size(recipe)
+        return build_path_model(recipe, self.path_sources), (size.layers, size.parameters)

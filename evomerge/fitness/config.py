@@ -14,6 +14,8 @@ class FitnessConfig(BaseModel):
     ``estimator``: a name in ``ESTIMATORS`` (``full`` evaluates the whole split; the others evaluate
     ``items_per_task`` anchors chosen by ``anchors``). ``bank``: an existing item bank folder; else one is
     built from the base, the parents and ``population`` random merges and saved under the run directory.
+    ``device`` / ``dtype``: where and in which precision the worker keeps the live model (``auto``: CUDA when
+    the worker sees a GPU).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -37,6 +39,9 @@ class FitnessConfig(BaseModel):
     population: int = Field(30, ge=0)
     cache_endpoints: bool = True
     seed: int = 0
+    # where the worker holds the live model: "auto" = the GPU Ray (or CUDA_VISIBLE_DEVICES) gave it, else CPU
+    device: str = "auto"
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
 
     @field_validator("tasks")
     @classmethod

@@ -48,14 +48,24 @@ def progress_reporter(total: Optional[int], maximize: bool = True):
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory (default: the config's run_dir, else runs/NAME).")
 def run_cmd(config: str, run_dir: Optional[Path]) -> None:
-    """Run the search described by CONFIG (a YAML path or a shipped experiment name)."""
-    from evomerge.run.config import load_run_config
-    from evomerge.run.loop import default_run_dir, run_search
+    """Run the search (or staged job) described by CONFIG (a YAML path or a shipped experiment name).
 
-    cfg = load_run_config(config)
-    run_dir = run_dir or default_run_dir(cfg)
-    with progress_reporter(cfg.budget.evaluations, cfg.directions[0] == "maximize") as on_event:
-        run_search(cfg, run_dir, progress=on_event)
+    Running it again on the same run directory continues it."""
+    from evomerge.run.loop import default_run_dir, run_search
+    from evomerge.run.staged import StagedConfig, iter_stages, load_job
+
+    job = load_job(config)
+    if isinstance(job, StagedConfig):
+        run_dir = run_dir or Path(job.run_dir or Path("runs") / job.name)
+        for stage, cfg, stage_dir in iter_stages(job, run_dir):
+            console.print(f"[bold]stage {stage.name}[/]: {cfg.name} in {stage_dir}")
+            with progress_reporter(cfg.budget.evaluations, cfg.directions[0] == "maximize") as on_event:
+                run_search(cfg, stage_dir, progress=on_event)
+        click.echo(f"staged job finished: {run_dir}  (evomerge status {run_dir}/{job.stages[-1].name})")
+        return
+    run_dir = run_dir or default_run_dir(job)
+    with progress_reporter(job.budget.evaluations, job.directions[0] == "maximize") as on_event:
+        run_search(job, run_dir, progress=on_event)
     click.echo(f"run finished: {run_dir}  (evomerge status {run_dir})")
 
 

@@ -63,8 +63,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", ma
 
     Returns one row per candidate: ``{"eval_id", "name", "search": {metric: v}, "test": {metric: v}, "dir"}``.
     """
-    from evomerge.merge import export_recipe, to_mergekit_yaml
-
     report = RunReport.load(run_dir)
     chosen = select(report, which)
     if not chosen:
@@ -81,11 +79,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", ma
         recipe = recipe_from_dict(r["recipe"])
         (folder / "recipe.yaml").write_text(recipe_to_yaml(recipe))
         try:
-            (folder / "mergekit.yaml").write_text(to_mergekit_yaml(recipe))
+            (folder / "mergekit.yaml").write_text(mergekit_yaml(recipe))
         except EvomergeError as exc:
             (folder / "mergekit.txt").write_text(f"no mergekit equivalent: {exc}\n")
         if materialize:
-            export_recipe(recipe, folder / "model")
+            export_checkpoint(recipe, folder / "model")
         row = {"eval_id": r["eval_id"], "name": name, "point": r["point"], "search": r["metrics"],
                "test": test[r["eval_id"]], "dir": str(folder)}
         (folder / "scores.json").write_text(json.dumps(row, indent=1))
@@ -93,6 +91,24 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", ma
     (out / "summary.json").write_text(json.dumps(rows, indent=1))
     (out / "summary.md").write_text(markdown_table(rows))
     return rows
+
+
+def mergekit_yaml(recipe) -> str:
+    """mergekit YAML of a parameter-space recipe, or passthrough YAML of a data-flow one (all scales 1)."""
+    from evomerge.dataflow import to_mergekit_passthrough
+    from evomerge.merge import to_mergekit_yaml
+    from evomerge.recipe_dataflow import DataFlowRecipe
+
+    return to_mergekit_passthrough(recipe) if isinstance(recipe, DataFlowRecipe) else to_mergekit_yaml(recipe)
+
+
+def export_checkpoint(recipe, out_dir: Path) -> Path:
+    """An HF checkpoint of either recipe kind (data-flow scalings folded exactly into the weights)."""
+    from evomerge.dataflow import export_dataflow
+    from evomerge.merge import export_recipe
+    from evomerge.recipe_dataflow import DataFlowRecipe
+
+    return export_dataflow(recipe, out_dir) if isinstance(recipe, DataFlowRecipe) else export_recipe(recipe, out_dir)
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

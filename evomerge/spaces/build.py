@@ -16,7 +16,8 @@ def load_space_config(spec: Union[str, dict[str, Any]], **overrides: Any) -> dic
     """The space definition as a mapping.
 
     ``spec`` is a shipped name (``ties_layerwise``), a YAML path, or a mapping; a mapping with ``preset`` starts
-    from that definition and overrides its keys. Keyword ``overrides`` whose value is not None win last.
+    from that definition and overrides its keys. Keyword ``overrides`` (the run's ``base`` and ``models``) whose
+    value is not None fill in what the mapping itself does not set.
     """
     if isinstance(spec, str):
         spec = {"preset": spec}
@@ -33,7 +34,7 @@ def load_space_config(spec: Union[str, dict[str, Any]], **overrides: Any) -> dic
             raise ConfigError(f"search space file {path} does not hold a mapping")
         cfg.update(loaded)
     cfg.update({k: v for k, v in spec.items() if k != "preset"})
-    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    cfg.update({k: v for k, v in overrides.items() if v is not None and k not in spec})
     cfg.setdefault("kind", "parameter")
     return cfg
 

@@ -109,6 +109,10 @@ class DataFlowSpace(SearchSpace):
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> "DataFlowSpace":
+        cfg = dict(cfg)
+        cfg.pop("base", None)  # the run's base model has no role in a data-flow path
+        if isinstance(cfg.get("models"), list):  # the run's model list: name each model by its folder
+            cfg["models"] = _named(cfg["models"])
         try:
             parsed = DataFlowSpaceConfig.model_validate(cfg)
         except ValidationError as exc:
@@ -203,3 +207,15 @@ class DataFlowSpace(SearchSpace):
         return DataFlowRecipe(models={n: src for n, src in self.cfg.models.items() if n in used}, path=steps,
                               embed=self.embed, head=self.head, max_depth=self.max_depth,
                               dtype=self.cfg.dtype)
+
+
+def _named(refs: list[Any]) -> dict[str, Any]:
+    """``[zoo://full/add, zoo://full/sort]`` -> ``{add: ..., sort: ...}`` (suffixed where names repeat)."""
+    out: dict[str, Any] = {}
+    for ref in refs:
+        stem = str(ref).rstrip("/").rsplit("/", 1)[-1] if isinstance(ref, str) else "merged"
+        name, k = stem, 2
+        while name in out:
+            name, k = f"{stem}{k}", k + 1
+        out[name] = ref
+    return out

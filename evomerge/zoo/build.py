@@ -194,7 +194,7 @@ def _train_all(out: Path, settings: ZooSettings, variant: str, seed: int, digest
             model.load_state_dict(base_state)
             torch.manual_seed(seed)
             rng = random.Random(f"{seed}-{skill.name}")
-            losses = train(model, sample_batches([skill], settings.expert, rng, exclude), settings.expert, tick)
+            losses = train(model, sample_batches([skill], settings.expert, rng, exclude, skills), settings.expert, tick)
             _save(model, out / skill.name)
             log_[skill.name] = {"final_loss": _tail_mean(losses)}
     return {"variant": variant, "seed": seed, "hash": digest, "settings": settings.model_dump(mode="json"),

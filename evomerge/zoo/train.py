@@ -38,6 +38,9 @@ class TrainSettings(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     # share of each batch drawn at the hard level (the rest at the easy level)
     hard_fraction: float = Field(0.0, ge=0, le=1)
+    # expert fine-tuning only: share of each batch replayed from every skill at the easy level (rehearsal keeps
+    # the expert's other skills, so its task vector changes its own skill and little else)
+    replay: float = Field(0.0, ge=0, le=1)
 
 
 def make_model(settings: ModelSettings, seed: int) -> LlamaForCausalLM:
@@ -77,13 +80,17 @@ def encode_batch(pairs: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
 
 
 def sample_batches(skills: Sequence[Skill], settings: TrainSettings, rng: random.Random,
-                   exclude: set[str]) -> Iterator[list[tuple[str, str]]]:
-    """Endless batches mixing ``skills`` uniformly, never yielding a prompt in ``exclude``."""
+                   exclude: set[str], replay_skills: Sequence[Skill] = ()) -> Iterator[list[tuple[str, str]]]:
+    """Endless batches mixing ``skills`` uniformly, never yielding a prompt in ``exclude``; a ``settings.replay``
+    share of items comes from ``replay_skills`` at the easy level."""
     while True:
         batch = []
         while len(batch) < settings.batch_size:
-            skill = skills[rng.randrange(len(skills))]
-            level = "hard" if rng.random() < settings.hard_fraction else "easy"
+            if replay_skills and settings.replay > 0 and rng.random() < settings.replay:
+                skill, level = replay_skills[rng.randrange(len(replay_skills))], "easy"
+            else:
+                skill = skills[rng.randrange(len(skills))]
+                level = "hard" if rng.random() < settings.hard_fraction else "easy"
             prompt, answer = skill.sample(rng, level)
             if prompt not in exclude:
                 batch.append((prompt, answer))

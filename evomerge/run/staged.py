@@ -1,0 +1,158 @@
+"""Staged jobs: several searches run in order, a later stage's space built on an earlier stage's best recipe.
+
+::
+
+    name: zoo_ps_dfs
+    stages:
+      - {name: ps, experiment: zoo_demo}                  # parameter space first
+      - name: dfs
+        experiment: zoo_dfs                               # then data flow ...
+        overrides:                                        # ... whose model "ps" is the PS winner
+          space: {models: {ps: {best_of: ps}, sort: zoo://full/sort}}
+
+Each stage runs in ``RUN_DIR/<stage name>`` as an ordinary run (``evomerge status RUN_DIR/ps`` works). A model
+source written ``{best_of: STAGE}`` is replaced by that stage's best recipe (a nested parameter-space recipe)
+before the stage is validated, so the stage's own ``config.yaml`` holds it in full. Running the job again
+resumes: finished stages are skipped by their spent budget, an interrupted one continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from evomerge.errors import ConfigError, EvomergeError
+from evomerge.recipe import _one_line
+from evomerge.run.config import RunConfig, run_config_from_dict
+from evomerge.run.loop import Progress, run_search
+
+log = logging.getLogger(__name__)
+
+
+class StageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    experiment: Union[str, dict[str, Any]]  # a shipped experiment name, a YAML path, or a whole run config
+    overrides: dict[str, Any] = Field(default_factory=dict)  # merged into the experiment, mapping by mapping
+
+
+class StagedConfig(BaseModel):
+    """A job of stages (see the module doc)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "staged"
+    description: str = ""
+    stages: list[StageConfig] = Field(min_length=1)
+    run_dir: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _unique(self):
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names repeat: {names}")
+        return self
+
+
+def is_staged(data: Any) -> bool:
+    return isinstance(data, dict) and "stages" in data
+
+
+def staged_config_from_dict(data: dict[str, Any]) -> StagedConfig:
+    try:
+        return StagedConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid staged job: {_one_line(exc)}") from None
+
+
+def _read_experiment(ref: Union[str, dict[str, Any]]) -> dict[str, Any]:
+    if isinstance(ref, dict):
+        return copy.deepcopy(ref)
+    from evomerge.resources import resolve
+
+    path = resolve("experiments", ref)
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"broken run config YAML {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"run config {path} does not hold a mapping")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _substitute(node: Any, best: Callable[[str], dict[str, Any]]) -> Any:
+    if isinstance(node, dict):
+        if set(node) == {"best_of"}:
+            return best(str(node["best_of"]))
+        return {k: _substitute(v, best) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, best) for v in node]
+    return node
+
+
+def stage_config(job: StagedConfig, index: int, run_dir: Path) -> RunConfig:
+    """The resolved run config of stage ``index`` (earlier stages must have run for ``best_of``)."""
+    from evomerge.run.report import RunReport
+
+    stage = job.stages[index]
+    earlier = [s.name for s in job.stages[:index]]
+
+    def best(name: str) -> dict[str, Any]:
+        if name not in earlier:
+            raise ConfigError(f"stage {stage.name!r} asks best_of {name!r}, which is not an earlier stage "
+                              f"(earlier: {', '.join(earlier) or 'none'})")
+        top = RunReport.load(run_dir / name).best()
+        if top is None:
+            raise EvomergeError(f"stage {name!r} has no successful candidate to build stage {stage.name!r} on")
+        log.info("stage %s: best_of %s = candidate %d", stage.name, name, top["eval_id"])
+        return top["recipe"]
+
+    data = _deep_merge(_read_experiment(stage.experiment), stage.overrides)
+    data = _substitute(data, best)
+    data["run_dir"] = None
+    return run_config_from_dict(data)
+
+
+def check_stages(job: StagedConfig) -> None:
+    """Validate what can be checked before any stage runs: every stage's config without ``best_of`` sources."""
+    from evomerge.run.config import validate_run
+
+    for i, stage in enumerate(job.stages):
+        data = _deep_merge(_read_experiment(stage.experiment), stage.overrides)
+        if "best_of" in yaml.safe_dump(data):
+            continue  # needs an earlier stage's result; checked when it starts
+        validate_run(stage_config(job, i, Path(".")))
+
+
+def iter_stages(job: StagedConfig, run_dir: Path) -> Iterator[tuple[StageConfig, RunConfig, Path]]:
+    """``(stage, resolved config, stage run dir)`` in order, each resolved only when the previous one has run."""
+    check_stages(job)
+    for i, stage in enumerate(job.stages):
+        yield stage, stage_config(job, i, run_dir), run_dir / stage.name
+
+
+def run_staged(job: StagedConfig, run_dir: Path, progress: Optional[Progress] = None) -> list[Path]:
+    """Run (or continue) every stage in order; returns the stage run dirs."""
+    dirs = []
+    for stage, cfg, stage_dir in iter_stages(job, run_dir):
+        log.info("stage %s (%s) in %s", stage.name, cfg.name, stage_dir)
+        run_search(cfg, stage_dir, progress)
+        dirs.append(stage_dir)
+    return dirs
+
+
+def load_job(path_or_name: Union[str, Path]) -> Union[RunConfig, StagedConfig]:
+    """A run config or a staged job from a YAML path or a shipped experiment name."""
+    data = _read_experiment(str(path_or_name))
+    return staged_config_from_dict(data) if is_staged(data) else run_config_from_dict(data)
