@@ -14,7 +14,8 @@ from evomerge.run.staged import load_job, run_staged, staged_config_from_dict
 ZOO = [f"zoo://ci/{n}" for n in ("add", "reverse", "sort")]
 FITNESS = {"kind": "lm_eval", "tasks": ["zoo_add", "zoo_sort"], "include_path": ["zoo"], "estimator": "subset_mean",
            "anchors": "random", "items_per_task": 6, "population": 0, "batch_size": 6,
-           "test_tasks": ["zoo_add_test", "zoo_sort_test"]}
+           "test_tasks": ["zoo_add_test", "zoo_sort_test"],
+           "gen_kwargs": {"max_gen_toks": 5}}  # the CI zoo rarely stops by itself: cap answers (4 chars + stop)
 
 
 def experiment(space, name):

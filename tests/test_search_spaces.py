@@ -5,7 +5,7 @@ import pytest
 
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.merge.plan import validate_recipe
-from evomerge.recipe import recipe_from_yaml, recipe_to_yaml
+from evomerge.recipe import MergeRecipe, recipe_from_yaml, recipe_to_yaml
 from evomerge.resources import shipped_dir
 from evomerge.spaces import SEARCH_SPACES, build_space
 from evomerge.spaces.params import CategoricalParam, FloatParam, IntParam
@@ -142,7 +142,15 @@ def test_every_shipped_space_decodes_to_valid_recipes(name):
     rng = np.random.default_rng(1)
     for point in [s.default_point(), s.from_unit(np.zeros(s.size())), s.from_unit(np.ones(s.size()))] + [
             s.sample(rng) for _ in range(5)]:
-        validate_recipe(s.decode(point))
+        if s.cfg.kind == "dataflow" and not any(point[p.name] for p in s.params if p.name.startswith("r")):
+            with pytest.raises(EvomergeError, match="path is empty"):  # every slot off: recorded as failed
+                s.decode(point)
+            continue
+        recipe = s.decode(point)
+        if isinstance(recipe, MergeRecipe):
+            validate_recipe(recipe)
+        else:  # data-flow: a non-empty path within the depth limit, over the named models
+            assert 0 < len(recipe.steps()) <= s.max_depth and set(recipe.used_models()) <= set(s.cfg.models)
 
 
 def test_registry_has_parameter_space():

@@ -6,6 +6,7 @@ fitness kind reports, so a bad config fails with one line before any merge or ev
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -103,16 +104,25 @@ def run_config_from_dict(data: Any) -> RunConfig:
         raise ConfigError(f"invalid run config: {_one_line(exc)}") from None
 
 
-def load_run_config(path_or_name: Union[str, Path]) -> RunConfig:
-    """A run config from a YAML path or a shipped experiment name."""
+def read_experiment(ref: Union[str, Path, dict[str, Any]]) -> dict[str, Any]:
+    """The mapping of a job config: a YAML path, a shipped experiment name, or a mapping (copied)."""
+    if isinstance(ref, dict):
+        return copy.deepcopy(ref)
     from evomerge.resources import resolve
 
-    path = resolve("experiments", path_or_name)
+    path = resolve("experiments", ref)
     try:
         data = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"broken run config YAML {path}: {str(exc).splitlines()[0]}") from None
-    return run_config_from_dict(data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"run config {path} does not hold a mapping")
+    return data
+
+
+def load_run_config(path_or_name: Union[str, Path]) -> RunConfig:
+    """A run config from a YAML path or a shipped experiment name."""
+    return run_config_from_dict(read_experiment(path_or_name))
 
 
 def validate_run(cfg: RunConfig):

@@ -137,11 +137,13 @@ def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[
         log.info("resuming generation %d with %d of its candidates already in the ledger", gen, len(replay))
 
     spec = worker_spec(cfg, space, run_dir)
-    executor = EXECUTORS.get(cfg.executor.name)(spec, run_dir=run_dir, **cfg.executor.options)
+    executor = None  # started on the first generation that runs (a finished run resumes without loading models)
     t_start = time.monotonic() - elapsed
     try:
         # evaluations of *completed* generations decide the next size (replayed records must not shrink it)
         while (n := _budget_left(cfg, gen, n_checkpointed, time.monotonic() - t_start)) is not None:
+            if executor is None:
+                executor = EXECUTORS.get(cfg.executor.name)(spec, run_dir=run_dir, **cfg.executor.options)
             points = optimizer.ask(n)
             slots: list[Optional[dict[str, Any]]] = [None] * n
             tasks = []
@@ -175,7 +177,8 @@ def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[
             if progress:
                 progress({"event": "checkpoint", "gen": gen, "n_evals": len(ledger)})
     finally:
-        executor.close()
+        if executor is not None:
+            executor.close()
     if progress:
         progress({"event": "done", "gen": gen, "n_evals": len(ledger)})
 

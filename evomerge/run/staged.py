@@ -18,7 +18,6 @@ resumes: finished stages are skipped by their spent budget, an interrupted one c
 
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
@@ -28,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.recipe import _one_line
-from evomerge.run.config import RunConfig, run_config_from_dict
+from evomerge.run.config import RunConfig, read_experiment, run_config_from_dict
 from evomerge.run.loop import Progress, run_search
 
 log = logging.getLogger(__name__)
@@ -69,21 +68,6 @@ def staged_config_from_dict(data: dict[str, Any]) -> StagedConfig:
         raise ConfigError(f"invalid staged job: {_one_line(exc)}") from None
 
 
-def _read_experiment(ref: Union[str, dict[str, Any]]) -> dict[str, Any]:
-    if isinstance(ref, dict):
-        return copy.deepcopy(ref)
-    from evomerge.resources import resolve
-
-    path = resolve("experiments", ref)
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"broken run config YAML {path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"run config {path} does not hold a mapping")
-    return data
-
-
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
@@ -118,7 +102,7 @@ def stage_config(job: StagedConfig, index: int, run_dir: Path) -> RunConfig:
         log.info("stage %s: best_of %s = candidate %d", stage.name, name, top["eval_id"])
         return top["recipe"]
 
-    data = _deep_merge(_read_experiment(stage.experiment), stage.overrides)
+    data = _deep_merge(read_experiment(stage.experiment), stage.overrides)
     data = _substitute(data, best)
     data["run_dir"] = None
     return run_config_from_dict(data)
@@ -129,7 +113,7 @@ def check_stages(job: StagedConfig) -> None:
     from evomerge.run.config import validate_run
 
     for i, stage in enumerate(job.stages):
-        data = _deep_merge(_read_experiment(stage.experiment), stage.overrides)
+        data = _deep_merge(read_experiment(stage.experiment), stage.overrides)
         if "best_of" in yaml.safe_dump(data):
             continue  # needs an earlier stage's result; checked when it starts
         validate_run(stage_config(job, i, Path(".")))
@@ -154,5 +138,5 @@ def run_staged(job: StagedConfig, run_dir: Path, progress: Optional[Progress] = 
 
 def load_job(path_or_name: Union[str, Path]) -> Union[RunConfig, StagedConfig]:
     """A run config or a staged job from a YAML path or a shipped experiment name."""
-    data = _read_experiment(str(path_or_name))
+    data = read_experiment(str(path_or_name))
     return staged_config_from_dict(data) if is_staged(data) else run_config_from_dict(data)

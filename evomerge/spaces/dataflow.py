@@ -113,6 +113,8 @@ class DataFlowSpace(SearchSpace):
         cfg.pop("base", None)  # the run's base model has no role in a data-flow path
         if isinstance(cfg.get("models"), list):  # the run's model list: name each model by its folder
             cfg["models"] = _named(cfg["models"])
+        if isinstance(cfg.get("num_layers"), int) and isinstance(cfg.get("models"), dict):  # same for every model
+            cfg["num_layers"] = {name: cfg["num_layers"] for name in cfg["models"]}
         try:
             parsed = DataFlowSpaceConfig.model_validate(cfg)
         except ValidationError as exc:

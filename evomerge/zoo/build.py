@@ -29,7 +29,7 @@ from evomerge.zoo.train import ModelSettings, TrainSettings, make_model, sample_
 log = logging.getLogger(__name__)
 
 MANIFEST = "zoo.json"
-FORMAT_VERSION = 1  # bump when a code change alters what a build with the same settings produces
+FORMAT_VERSION = 2  # bump when a code change alters what a build with the same settings produces
 DEFAULT_SKILLS = ("add", "reverse", "sort")
 
 
@@ -60,10 +60,12 @@ VARIANTS: dict[str, ZooSettings] = {
     ),
     "full": ZooSettings(
         model=ModelSettings(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512),
-        # the base sees every skill, mostly at the easy level; experts fine-tune briefly, with a small LR, on
-        # the hard level of their own skill, so they stay in the base's basin and their task vectors add up
-        base=TrainSettings(steps=600, batch_size=64, lr=2e-3, warmup=50, hard_fraction=0.1),
-        expert=TrainSettings(steps=150, batch_size=64, lr=5e-4, warmup=10, hard_fraction=1.0),
+        # the base sees every skill, almost only at the easy level; experts fine-tune briefly, with a small LR,
+        # on the hard level of their own skill with a replay of easy items of every skill, so they stay in the
+        # base's basin and their task vectors add up (without replay the reverse and sort experts each learn
+        # to answer every string prompt their way, and every merge of them collapses)
+        base=TrainSettings(steps=600, batch_size=64, lr=2e-3, warmup=50, hard_fraction=0.05),
+        expert=TrainSettings(steps=150, batch_size=64, lr=5e-4, warmup=10, hard_fraction=1.0, replay=0.25),
     ),
 }
 
@@ -184,7 +186,7 @@ def _train_all(out: Path, settings: ZooSettings, variant: str, seed: int, digest
             bar.update(task, advance=1, loss=loss)
 
         model = make_model(settings.model, seed)
-        rng = random.Random(f"{seed}-base")
+        rng = random.Random(seed)
         base_losses = train(model, sample_batches(skills, settings.base, rng, exclude), settings.base, tick)
         _save(model, out / "base")
         base_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -193,7 +195,7 @@ def _train_all(out: Path, settings: ZooSettings, variant: str, seed: int, digest
             bar.update(task, description=f"zoo {variant}: {skill.name}")
             model.load_state_dict(base_state)
             torch.manual_seed(seed)
-            rng = random.Random(f"{seed}-{skill.name}")
+            rng = random.Random(seed + 1)  # every expert sees the same stream of draws (of its own skill)
             losses = train(model, sample_batches([skill], settings.expert, rng, exclude, skills), settings.expert, tick)
             _save(model, out / skill.name)
             log_[skill.name] = {"final_loss": _tail_mean(losses)}

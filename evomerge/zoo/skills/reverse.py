@@ -10,7 +10,7 @@ from evomerge.zoo.skills import SKILLS, Skill, letters, swap_one
 @SKILLS.register("reverse")
 class Reverse(Skill):
     name = "reverse"
-    lengths = {"easy": (2, 6), "hard": (7, 10)}
+    lengths = {"easy": (2, 6), "hard": (9, 12)}
 
     def _sample(self, rng: random.Random, lo: int, hi: int) -> tuple[str, str]:
         s = letters(rng, rng.randint(lo, hi))
