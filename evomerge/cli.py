@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -27,6 +28,11 @@ def cli(verbose: int) -> None:
     """evomerge: search for LLM merge recipes."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        logging.getLogger("lm_eval").setLevel(max(level, logging.ERROR))
 
 
 # Verb modules: each defines click commands/groups and adds them to ``cli``.
@@ -49,6 +55,9 @@ def _load_verbs() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # lm-eval draws a tqdm bar per request batch; our own progress bars say enough (TQDM_DISABLE=0 shows them).
+    # tqdm reads the variable when it is imported, so before any verb module loads.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     _load_verbs()
     cli.main(args=argv, prog_name="evomerge")
 

@@ -8,7 +8,9 @@ document indices in the task's evaluation split.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -87,6 +89,11 @@ class LMEvalEvaluator:
         if self._lm is None or self._lm_key != key:
             self._lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=self.batch_size)
             self._lm_key = key
+            if os.environ.get("TQDM_DISABLE", "") not in ("", "0"):
+                # lm-eval passes disable_tqdm=False explicitly, which overrides tqdm's own env switch
+                for name in ("generate_until", "loglikelihood", "loglikelihood_rolling"):
+                    setattr(self._lm, name, functools.partial(getattr(type(self._lm), name), self._lm,
+                                                              disable_tqdm=True))
         return self._lm
 
     def check_items(self, items: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:

@@ -144,13 +144,10 @@ def status_cmd(run_dir: Path, top: int, no_plots: bool) -> None:
 @click.option("--materialize", is_flag=True, help="Also write each merged model as an HF checkpoint.")
 def export_cmd(run_dir: Path, out_dir: Path, which: str, materialize: bool) -> None:
     """Re-evaluate the chosen candidates on the TEST split and write recipe + mergekit YAML (+ model)."""
-    import os
-
     from rich.table import Table
 
     from evomerge.run.export import export_run
 
-    os.environ.setdefault("TQDM_DISABLE", "1")
     console.print(f"re-evaluating the {which} candidate(s) on the test split ...")
     rows = export_run(run_dir, out_dir, which=which, materialize=materialize)
     t = Table(title=f"{which}: search vs test")
@@ -172,14 +169,11 @@ def export_cmd(run_dir: Path, out_dir: Path, which: str, materialize: bool) -> N
               help="Zoo variant (ci: seconds, for a smoke test; full: the real demo).")
 def demo_cmd(run_dir: Path, variant: str) -> None:
     """Build the tiny zoo if missing, search a merge recipe, and compare the winner on the TEST split."""
-    import os
-
     from rich.table import Table
 
     from evomerge.run.demo import demo_config, run_demo
     from evomerge.zoo import ensure_zoo
 
-    os.environ.setdefault("TQDM_DISABLE", "1")
     demo_config(variant)  # config errors before any compute
     console.print(f"[bold]1/3[/] tiny zoo ({variant}): building if missing ...")
     ensure_zoo(variant, progress=True)

@@ -58,7 +58,7 @@ def run_demo(run_dir: Path, variant: str = "full", progress: Optional[Progress] 
     families = baseline_recipes(cfg)
     space = build_space(cfg.space, base=cfg.base, models=cfg.models)
     spec = worker_spec(cfg, space, run_dir)
-    tasks_metric = [m for m in best["metrics"] if m != "mean"]
+    tasks_metric = list(cfg.fitness["tasks"])  # the accuracy metrics (the worker also reports model size)
     with EXECUTORS.get("local")(spec) as ex:
         say("baselines: scoring task-arithmetic and TIES coefficients on the search split")
         search_scores = {}
