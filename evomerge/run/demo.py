@@ -14,6 +14,7 @@ from evomerge.errors import EvomergeError
 from evomerge.execution.base import EXECUTORS
 from evomerge.recipe import MergeRecipe, ModelSource, recipe_from_dict
 from evomerge.run.config import RunConfig, load_run_config, run_config_from_dict
+from evomerge.run.export import save_test_scores
 from evomerge.run.loop import Progress, run_search, worker_spec
 from evomerge.run.report import RunReport
 
@@ -78,6 +79,7 @@ def run_demo(run_dir: Path, variant: str = "full", progress: Optional[Progress] 
             rows.append({"model": label, "test": res.objectives})
     winner = rows[-1]
     others = rows[:-1]
+    save_test_scores(run_dir, {best["eval_id"]: winner["test"]})  # `evomerge status` shows it
     margins = {r["model"]: winner["test"]["mean"] - r["test"]["mean"] for r in others}
     result = {"run_dir": str(run_dir), "tasks": tasks_metric, "rows": rows, "search_scores": search_scores,
               "winner_search": best["metrics"], "margin_vs": margins,

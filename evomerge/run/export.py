@@ -40,12 +40,19 @@ def evaluate_on_test(report: RunReport, records: list[dict[str, Any]],
                 cached[eid] = res.objectives
                 if progress:
                     progress(k + 1, len(tasks))
-        path = report.run_dir / "pareto" / "test_scores.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({str(k): v for k, v in sorted(cached.items())}, indent=1))
-        os.replace(tmp, path)
+        save_test_scores(report.run_dir, cached)
     return {r["eval_id"]: cached[r["eval_id"]] for r in records}
+
+
+def save_test_scores(run_dir: str | Path, scores: dict[int, dict[str, float]]) -> None:
+    """Merge test-split metrics (by eval_id) into ``RUN_DIR/pareto/test_scores.json`` (atomic write)."""
+    path = Path(run_dir) / "pareto" / "test_scores.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = json.loads(path.read_text()) if path.exists() else {}
+    merged = {int(k): v for k, v in old.items()} | {int(k): v for k, v in scores.items()}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({str(k): v for k, v in sorted(merged.items())}, indent=1))
+    os.replace(tmp, path)
 
 
 def select(report: RunReport, which: str) -> list[dict[str, Any]]:
