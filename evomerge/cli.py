@@ -29,10 +29,11 @@ def cli(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if verbose < 2:
+        logging.getLogger("lm_eval").setLevel(max(level, logging.ERROR))
+    else:  # main() quietened transformers by default; -vv wants its warnings back
         import transformers
 
-        transformers.logging.set_verbosity_error()
-        logging.getLogger("lm_eval").setLevel(max(level, logging.ERROR))
+        transformers.logging.set_verbosity_warning()
 
 
 # Verb modules: each defines click commands/groups and adds them to ``cli``.
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     # lm-eval draws a tqdm bar per request batch; our own progress bars say enough (TQDM_DISABLE=0 shows them).
     # tqdm reads the variable when it is imported, so before any verb module loads.
     os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read by transformers when imported, like tqdm
     _load_verbs()
     cli.main(args=argv, prog_name="evomerge")
 

@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evomerge.errors import ConfigError
+from evomerge.yaml_io import read_yaml_text_or_file
 
 ParamValue = Union[float, int, bool, str]
 _LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
@@ -159,17 +160,7 @@ def recipe_from_dict(data: dict[str, Any]):
 
 def recipe_from_yaml(text_or_path: str | Path):
     """Load a recipe from YAML text or a .yaml file path."""
-    text = str(text_or_path)
-    p = Path(text)
-    if "\n" not in text and p.suffix in (".yaml", ".yml"):
-        if not p.exists():
-            raise ConfigError(f"recipe file not found: {p}")
-        text = p.read_text()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"broken recipe YAML: {str(exc).splitlines()[0]}") from None
-    return recipe_from_dict(data)
+    return recipe_from_dict(read_yaml_text_or_file(text_or_path, "recipe YAML", "recipe file"))
 
 
 def recipe_to_yaml(recipe: BaseModel) -> str:

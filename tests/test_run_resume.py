@@ -1,6 +1,5 @@
 """Kill -9 and resume: a real subprocess, SIGKILLed at several points, ends with the uninterrupted ledger."""
 
-import json
 import os
 import signal
 import subprocess

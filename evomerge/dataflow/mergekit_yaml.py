@@ -15,6 +15,7 @@ import yaml
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.models import resolve_model
 from evomerge.recipe_dataflow import DataFlowRecipe, LayerSlice
+from evomerge.yaml_io import read_yaml_text_or_file
 
 
 def path_to_slices(recipe: DataFlowRecipe) -> list[LayerSlice]:
@@ -53,13 +54,7 @@ def to_mergekit_passthrough(recipe: DataFlowRecipe, resolve: bool = True) -> str
 
 def from_mergekit_passthrough(text_or_path: str | Path) -> DataFlowRecipe:
     """A ``slices`` data-flow recipe from mergekit passthrough YAML (text or file path)."""
-    text = str(text_or_path)
-    if "\n" not in text and Path(text).suffix in (".yaml", ".yml"):
-        text = Path(text).read_text()
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"broken mergekit YAML: {str(exc).splitlines()[0]}") from None
+    doc = read_yaml_text_or_file(text_or_path, "mergekit YAML", "mergekit config")
     if not isinstance(doc, dict) or doc.get("merge_method") != "passthrough" or not doc.get("slices"):
         raise ConfigError("not a mergekit passthrough config (needs merge_method: passthrough and slices)")
     names: dict[str, str] = {}

@@ -9,7 +9,7 @@ DELLA ranks) is cached, and scratch buffers are reused between candidates.
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn

@@ -17,7 +17,8 @@ import yaml
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.merge.plan import input_models, resolve_tensor_params, validate_recipe
 from evomerge.models.paths import resolve_model
-from evomerge.recipe import MergeRecipe, Override, layer_index, recipe_from_dict
+from evomerge.recipe import MergeRecipe, layer_index, recipe_from_dict
+from evomerge.yaml_io import read_yaml_text_or_file
 
 _MK_TO_OURS = {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp", "breadcrumbs",
                "breadcrumbs_ties", "della", "della_linear"}
@@ -135,17 +136,7 @@ def from_mergekit_yaml(text: str) -> MergeRecipe:
     configs whose slices tile the layers with the same models (no layer stacking); scalar parameters, filter
     lists and gradients. Tensor names are read from the base (or first) model's safetensors headers, because
     mergekit resolves embeddings / final norm / lm_head with the first / last slice at t = 0."""
-    from pathlib import Path
-
-    p = Path(text) if "\n" not in str(text) else None
-    if p is not None and p.suffix in (".yml", ".yaml"):
-        if not p.exists():
-            raise ConfigError(f"mergekit config not found: {p}")
-        text = p.read_text()
-    try:
-        cfg = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"broken mergekit YAML: {str(exc).splitlines()[0]}") from None
+    cfg = read_yaml_text_or_file(text, "mergekit YAML", "mergekit config")
     if not isinstance(cfg, dict) or "merge_method" not in cfg:
         raise ConfigError("not a mergekit config: no merge_method")
     method = cfg["merge_method"]

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from evomerge.errors import ConfigError
 from evomerge.recipe import _one_line
+from evomerge.yaml_io import parse_yaml
 
 
 class _Strict(BaseModel):
@@ -111,10 +112,7 @@ def read_experiment(ref: Union[str, Path, dict[str, Any]]) -> dict[str, Any]:
     from evomerge.resources import resolve
 
     path = resolve("experiments", ref)
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"broken run config YAML {path}: {str(exc).splitlines()[0]}") from None
+    data = parse_yaml(Path(path).read_text(), f"run config YAML {path}")
     if not isinstance(data, dict):
         raise ConfigError(f"run config {path} does not hold a mapping")
     return data

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import yaml
 
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.execution.base import EXECUTORS, CandidateResult, WorkerSpec
 from evomerge.run.checkpoint import load_latest_checkpoint, save_checkpoint
 from evomerge.run.config import RunConfig, run_config_from_dict, validate_run
 from evomerge.run.ledger import Ledger
+from evomerge.yaml_io import parse_yaml
 
 log = logging.getLogger(__name__)
 Progress = Callable[[dict[str, Any]], None]
@@ -50,7 +50,7 @@ def load_run_dir_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise EvomergeError(f"{run_dir} is not a run directory (no config.yaml)")
-    return run_config_from_dict(yaml.safe_load(path.read_text()))
+    return run_config_from_dict(parse_yaml(path.read_text(), f"run config YAML {path}"))
 
 
 def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-import yaml
 
 from evomerge.errors import ConfigError
 from evomerge.resources import resolve
 from evomerge.spaces.base import SearchSpace
 from evomerge.spaces.registry import SEARCH_SPACES
+from evomerge.yaml_io import parse_yaml
 
 
 def load_space_config(spec: Union[str, dict[str, Any]], **overrides: Any) -> dict[str, Any]:
@@ -26,10 +26,7 @@ def load_space_config(spec: Union[str, dict[str, Any]], **overrides: Any) -> dic
     cfg: dict[str, Any] = {}
     if "preset" in spec:
         path = resolve("search_spaces", spec["preset"])
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"broken search space YAML {path}: {str(exc).splitlines()[0]}") from None
+        loaded = parse_yaml(path.read_text(), f"search space YAML {path}")
         if not isinstance(loaded, dict):
             raise ConfigError(f"search space file {path} does not hold a mapping")
         cfg.update(loaded)
