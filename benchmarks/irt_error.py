@@ -1,11 +1,13 @@
 """How well each estimator predicts full search-split accuracy from a few items, on the full zoo.
 
 Fits an item bank on a population (base, parents, P random merges), then evaluates C *other* random merges on
-the full search split and compares their true accuracy with every estimator fed only the anchor answers, at
-10/20/50/100 items per task: MAE, max error, Spearman rank correlation (mean over tasks) and cost ratio
-(full items / items evaluated). Target: >= 50x fewer items with MAE <= 0.02 and Spearman >= 0.9.
+the full search split and compares their true accuracy with every estimator fed only the anchor answers (for
+``adaptive``: the anchors, then the items it asks for round by round), at 10/20/50/100 items per task: MAE, max
+error, Spearman rank correlation (mean over tasks) and cost ratio (full items / items evaluated). Target:
+>= 50x fewer items with MAE <= 0.02 and Spearman >= 0.9.
 
-    python benchmarks/irt_error.py [--population 30] [--candidates 50] [--variant full] [--out results.json]
+    python benchmarks/irt_error.py [--population 100] [--candidates 50] [--variant full] [--out results.json]
+                                   [--reuse results.json]   # evaluate only the members it lacks
 """
 
 from __future__ import annotations
@@ -28,54 +30,90 @@ SKILLS = ["add", "reverse", "sort"]
 SIZES = [10, 20, 50, 100]
 COMBOS = [("subset_mean", "random"), ("anchor", "kmeans_correct"), ("anchor", "kmeans_irt"), ("pirt", "random"),
           ("pirt", "kmeans_irt"), ("gpirt", "random"), ("gpirt", "kmeans_irt"), ("mpirt", "random"),
-          ("mpirt", "kmeans_irt"), ("gmpirt", "random"), ("gmpirt", "kmeans_irt")]
+          ("mpirt", "kmeans_irt"), ("gmpirt", "random"), ("gmpirt", "kmeans_irt"), ("adaptive", "random"),
+          ("adaptive", "kmeans_correct")]
+
+
+def answer(est, cand: ItemResults, anchors) -> ItemResults:
+    """What the worker does: the anchors' answers, then every round an adaptive estimator asks for (looked up
+    in the candidate's full-split results)."""
+    got = cand.subset(anchors.items)
+    while (more := est.next_items(got.scores)) is not None:
+        got = got.merged(cand.subset(more))
+    return got
+
+
+def evaluate_all(args, tasks, pop, cands):
+    """Evaluate whatever of the population and held-out candidates is not in ``pop`` / ``cands`` yet (an
+    earlier, smaller run is extended: random merge k is the same recipe for any population size > k)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evomerge.merge import InMemoryMerger
+    from evomerge.models import resolve_model
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    base = f"zoo://{args.variant}/base"
+    sources = [f"zoo://{args.variant}/{s}" for s in SKILLS]
+    ev = LMEvalEvaluator(tasks, include_path=str(shipped_dir("fitness") / "zoo"), batch_size=args.batch_size)
+    merger = InMemoryMerger([base] + sources, device=device)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(base)).to(device).eval()
+    tok = AutoTokenizer.from_pretrained(resolve_model(base))
+
+    def save():
+        Path(args.out).write_text(json.dumps({
+            "population": {k: v.to_dict() for k, v in pop.items()},
+            "candidates": {k: v.to_dict() for k, v in cands.items()}, "endpoints": endpoints,
+            "fingerprint": ev.fingerprint}, default=str))
+
+    endpoints = [base] + sources
+    for k, recipe in enumerate(random_recipes(sources, base, args.candidates, seed=12345)):
+        name = f"cand-{k:03d}"
+        if name not in cands:
+            merger.merge_into(recipe, model)
+            cands[name] = ev.evaluate(model, tok)
+            print(f"candidate {k + 1}/{args.candidates}: {cands[name].metrics}", flush=True)
+    save()
+    for n in [*range(10, args.population, 10), args.population]:  # saved every 10 members
+        grown, endpoints = evaluate_population(ev, merger, model, tok, sources, base, n, seed=0,
+                                               cache=EndpointCache(), progress=lambda m: print(m, flush=True),
+                                               known=pop)
+        pop.update(grown)
+        save()
+    return pop, cands, endpoints, ev.fingerprint
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variant", default="full")
-    ap.add_argument("--population", type=int, default=30)
+    ap.add_argument("--population", type=int, default=100)
     ap.add_argument("--candidates", type=int, default=50)
-    ap.add_argument("--dim", type=int, default=3)
+    ap.add_argument("--dim", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--out", default="irt_error_results.json")
-    ap.add_argument("--reuse", help="a results JSON of an earlier run: skip the evaluations")
+    ap.add_argument("--reuse", help="a results JSON of an earlier run: evaluate only what it lacks")
+    ap.add_argument("--estimators", help="comma-separated estimator names to print (default: all)")
+    ap.add_argument("--save-bank", help="also save the fitted item bank in this folder (a search can reuse it: "
+                                        "fitness.bank)")
     args = ap.parse_args()
     tasks = [f"zoo_{s}" for s in SKILLS]
     t0 = time.perf_counter()
+    pop, cands = {}, {}
     if args.reuse:
         saved = json.loads(Path(args.reuse).read_text())
         pop = {k: ItemResults.from_dict(v) for k, v in saved["population"].items()}
         cands = {k: ItemResults.from_dict(v) for k, v in saved["candidates"].items()}
         endpoints, fingerprint = saved["endpoints"], saved["fingerprint"]
-    else:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from evomerge.merge import InMemoryMerger
-        from evomerge.models import resolve_model
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        base = f"zoo://{args.variant}/base"
-        sources = [f"zoo://{args.variant}/{s}" for s in SKILLS]
-        ev = LMEvalEvaluator(tasks, include_path=str(shipped_dir("fitness") / "zoo"), batch_size=args.batch_size)
-        merger = InMemoryMerger([base] + sources, device=device)
-        model = AutoModelForCausalLM.from_pretrained(resolve_model(base)).to(device).eval()
-        tok = AutoTokenizer.from_pretrained(resolve_model(base))
-        pop, endpoints = evaluate_population(ev, merger, model, tok, sources, base, args.population, seed=0,
-                                             cache=EndpointCache(), progress=lambda m: print(m, flush=True))
-        cands = {}
-        for k, recipe in enumerate(random_recipes(sources, base, args.candidates, seed=12345)):
-            merger.merge_into(recipe, model)
-            cands[f"cand-{k:03d}"] = ev.evaluate(model, tok)
-            print(f"candidate {k + 1}/{args.candidates}: {cands[f'cand-{k:03d}'].metrics}", flush=True)
-        fingerprint = ev.fingerprint
-        Path(args.out).write_text(json.dumps({
-            "population": {k: v.to_dict() for k, v in pop.items()},
-            "candidates": {k: v.to_dict() for k, v in cands.items()}, "endpoints": endpoints,
-            "fingerprint": fingerprint}, default=str))
+    want_pop = [f"random-{k:03d}" for k in range(args.population)]
+    want_cands = [f"cand-{k:03d}" for k in range(args.candidates)]
+    if not args.reuse or any(k not in pop for k in want_pop) or any(k not in cands for k in want_cands):
+        pop, cands, endpoints, fingerprint = evaluate_all(args, tasks, pop, cands)
     t_eval = time.perf_counter() - t0
+    pop = {k: v for k, v in pop.items() if k in endpoints or k in want_pop}
+    cands = {k: cands[k] for k in want_cands}
     bank = bank_from_results(pop, tasks, endpoints, args.dim, fingerprint)
+    if args.save_bank:
+        print(f"item bank saved in {bank.save(args.save_bank)}")
     n_full = sum(len(v) for v in bank.item_ids.values())
     truth = np.array([[c.metrics[t] for t in tasks] for c in cands.values()])
     print(f"\npopulation {len(pop)} models, {len(cands)} held-out candidates, {n_full} search items "
@@ -86,14 +124,18 @@ def main() -> None:
     rows = []
     for n in SIZES:
         for est_name, anchor_method in COMBOS:
-            anchors = select_anchors(bank, anchor_method, n, seed=0)
-            est = ESTIMATORS.get(est_name)(bank, anchors, seed=0)
+            if args.estimators and est_name not in args.estimators.split(","):
+                continue
+            est_cls = ESTIMATORS.get(est_name)
+            params = {"seed": 0, "items_per_task": n}
+            anchors = select_anchors(bank, anchor_method, est_cls.first_round(n, params), seed=0)
+            est = est_cls(bank, anchors, **params)
             est.tune()
-            pred = np.array([[est.estimate(c.subset(anchors.items).scores)[t] for t in tasks]
-                             for c in cands.values()])
+            answered = [answer(est, c, anchors) for c in cands.values()]
+            pred = np.array([[est.estimate(a.scores)[t] for t in tasks] for a in answered])
             err = np.abs(pred - truth)
             rho = np.nanmean([spearmanr(pred[:, k], truth[:, k])[0] for k in range(len(tasks))])
-            cost = n_full / anchors.n_items()
+            cost = n_full / np.mean([a.n_items() for a in answered])
             rows.append(dict(estimator=est_name, anchors=anchor_method, n=n, cost=cost, mae=float(err.mean()),
                              max=float(err.max()), spearman=float(rho)))
             ok = " *" if cost >= 50 and err.mean() <= 0.02 and rho >= 0.9 else ""

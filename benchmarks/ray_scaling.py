@@ -6,8 +6,12 @@ Rows (the same recipes, warm workers: the Worker build is not timed):
   in-process (2 threads)        LocalExecutor, torch with 2 threads (the reference); also with 1 thread
   ray 1 actor / 2 actors        RayExecutor, single-thread actors (num_cpus=1, torch_threads=1)
 Utilisation, population 5 on 2 actors:
-  generational                  one ``map`` per generation (the run loop today: a barrier at each tell)
-  steady-state                  one ``map`` over a lazy stream of candidates (what a partial-tell loop feeds)
+  executor, one map per generation   a barrier at each generation (what a generational optimizer needs)
+  executor, one lazy stream          one ``map`` over a lazy stream of candidates
+  run loop, generational (cma)       ``run_search``: ask 5, evaluate, tell 5 (ledger + checkpoints included)
+  run loop, steady-state (optuna)    ``run_search``: tell each result as it arrives, ask one per free worker
+  (run-loop rows: busy = merge + evaluate time of the ledger's candidates, over 2 x the span from the first
+  dispatch to the last result; the driver's ask/tell/ledger/checkpoint time counts as idle)
 Overhead per candidate: driver round-trip time minus the time spent inside the actor's ``evaluate``.
 
 ``--fitness lm_eval`` (default) merges the CI zoo and scores it with lm-eval (zoo_add, exact match, full split);
@@ -55,6 +59,28 @@ def _throughput(executor, recipes) -> tuple[float, float]:
     if bad:
         raise SystemExit(f"benchmark candidate failed: {bad[0]}")
     return len(results) / wall * 60.0, wall
+
+
+def _run_loop_utilisation(optimizer: dict, fitness: dict, n: int, tmp: str) -> tuple[float, float]:
+    """Utilisation of 2 Ray actors under the real run loop (see the module docstring)."""
+    from evomerge.run import run_config_from_dict, run_search
+    from evomerge.run.ledger import Ledger
+
+    cfg = run_config_from_dict({
+        "name": f"util-{optimizer['name']}", "seed": 1, "base": "zoo://ci/base",
+        "models": [f"zoo://ci/{m}" for m in ("add", "reverse", "sort")],
+        "space": {"preset": "ties_layerwise", "num_layers": 2}, "fitness": fitness,
+        "objectives": [{"metric": "mean"}], "optimizer": optimizer, "budget": {"evaluations": n},
+        "executor": {"name": "ray", "options": {"num_workers": 2, "num_cpus": 1, "torch_threads": 1}}})
+    run_dir = Path(tmp) / cfg.name
+    run_search(cfg, run_dir)
+    recs = Ledger(run_dir / "ledger.jsonl").records()
+    if any(r["status"] != "ok" for r in recs):
+        raise SystemExit(f"benchmark candidate failed: {next(r['reason'] for r in recs if r['status'] != 'ok')}")
+    work = [r["timings"]["merge_s"] + r["timings"]["eval_s"] for r in recs]
+    start = min(r["time"] - w for r, w in zip(recs, work))
+    span = max(r["time"] for r in recs) - start
+    return sum(work) / (2 * span), span
 
 
 def main(argv=None) -> None:
@@ -107,10 +133,15 @@ def main(argv=None) -> None:
                         list(ex.map(list(enumerate(pop[5 * g:5 * g + 5]))))
                         busy += ex.last_stats["busy_s"]
                         cap += ex.last_stats["busy_s"] / max(ex.last_stats["utilisation"], 1e-9)
-                    util["generational"] = (busy / cap, time.perf_counter() - t0)
+                    util["executor, one map per generation"] = (busy / cap, time.perf_counter() - t0)
                     list(ex.map(iter(list(enumerate(pop)))))
-                    util["steady-state"] = (ex.last_stats["utilisation"], ex.last_stats["wall_s"])
+                    util["executor, one lazy stream"] = (ex.last_stats["utilisation"], ex.last_stats["wall_s"])
                 ex.close()
+            fitness, n = spec.fitness, 5 * args.generations
+            util["run loop, generational (cma)"] = _run_loop_utilisation({"name": "cma", "population": 5}, fitness,
+                                                                         n, tmp)
+            util["run loop, steady-state (optuna tpe)"] = _run_loop_utilisation(
+                {"name": "optuna", "population": 5, "options": {"sampler": "tpe"}}, fitness, n, tmp)
         finally:
             ray.shutdown()
 
@@ -130,9 +161,9 @@ def main(argv=None) -> None:
         u.add_row(name, f"{100 * val:.1f}%", f"{wall:.2f}")
     con.print(u)
     speedup = rows[3][1] / rate_local
+    steady = util["run loop, steady-state (optuna tpe)"][0]
     con.print(f"targets: 2 actors vs in-process {speedup:.2f}x (>= 1.6x: {'met' if speedup >= 1.6 else 'NOT met'}); "
-              f"steady-state utilisation {100 * util['steady-state'][0]:.1f}% (>= 90%: "
-              f"{'met' if util['steady-state'][0] >= 0.9 else 'NOT met'})")
+              f"steady-state run loop utilisation {100 * steady:.1f}% (>= 90%: {'met' if steady >= 0.9 else 'NOT met'})")
 
 
 if __name__ == "__main__":

@@ -106,3 +106,39 @@ def test_estimator_bad_input(sim):
         ESTIMATORS.get("pirt")(None, anchors)
     with pytest.raises(EvomergeError, match="unknown estimator"):
         ESTIMATORS.get("nope")
+
+
+def _adaptive_answers(est, anchors, row):
+    """Answer the anchors, then every round the estimator asks for, from simulated full answers."""
+    got = {t: {i: row[k * NPER + i] for i in anchors.items[t]} for k, t in enumerate(TASKS)}
+    rounds = 1
+    while (more := est.next_items(got)) is not None:
+        for k, t in enumerate(TASKS):
+            for i in more.get(t, []):
+                assert i not in got[t], "an item was asked twice"
+                got[t][i] = row[k * NPER + i]
+        rounds += 1
+    return got, rounds
+
+
+def test_adaptive_testing_asks_its_budget_in_rounds_and_beats_static_anchors(sim):
+    bank, yt, truth = sim
+    params = {"items_per_task": 20, "rounds": 4, "first_fraction": 0.4}
+    est_cls = ESTIMATORS.get("adaptive")
+    assert est_cls.first_round(20, params) == 8
+    anchors = select_anchors(bank, "random", 8, seed=1)
+    est = est_cls(bank, anchors, **params)
+    rows = []
+    for j in range(len(yt)):
+        got, rounds = _adaptive_answers(est, anchors, yt[j])
+        assert rounds == 4 and all(len(got[t]) == 20 for t in TASKS)
+        assert _adaptive_answers(est, anchors, yt[j])[0] == got  # deterministic in the answers
+        rows.append([est.estimate(got)[t] for t in TASKS])
+    adaptive = np.abs(np.array(rows) - truth).mean()
+    static, _ = _errors(bank, yt, truth, "pirt", "random", 20)
+    assert adaptive < 0.9 * static, (adaptive, static)
+
+
+def test_adaptive_bad_params(sim):
+    with pytest.raises(EvomergeError, match="first_fraction"):
+        ESTIMATORS.get("adaptive").first_round(20, {"first_fraction": 0})

@@ -85,3 +85,27 @@ def test_bank_from_another_task_set_is_refused(tmp_path, models):
                                             bank=str(tmp_path / "bank")))
     with pytest.raises(EvomergeError, match="built for tasks"):
         fit.prepare()
+
+
+def test_adaptive_fitness_runs_its_rounds_on_the_live_model(tmp_path, models):
+    import numpy as np
+
+    from evomerge.fitness import fit_item_bank
+
+    rng = np.random.default_rng(0)
+    pop = {f"m{j}": {t: {i: float(rng.random() < 0.3 + 0.05 * j) for i in range(60)} for t in ("zoo_add", "zoo_sort")}
+           for j in range(8)}
+    fit_item_bank(pop, ["zoo_add", "zoo_sort"], dim=2).save(tmp_path / "bank")
+    fit = Fitness.from_config(FitnessConfig(tasks=["zoo_add", "zoo_sort"], include_path=["zoo"], estimator="adaptive",
+                                            items_per_task=9, estimator_params={"rounds": 3},
+                                            bank=str(tmp_path / "bank")))
+    fit.prepare()
+    assert all(len(v) == 4 for v in fit.anchors.items.values())  # round 1: 40% of 9
+    calls = []
+    real = fit.evaluator.evaluate
+    fit.evaluator.evaluate = lambda m, t, items=None: calls.append(items) or real(m, t, items)
+    ms, tok = models
+    est, raw = fit.score(ms["add"], tok)
+    assert [sorted(len(v) for v in c.values()) for c in calls] == [[4, 4], [3, 3], [2, 2]]
+    assert all(len(raw.scores[t]) == 9 for t in ("zoo_add", "zoo_sort"))
+    assert est == fit.estimator.estimate(raw.scores) and all(0 <= v <= 1 for v in est.values())

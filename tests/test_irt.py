@@ -81,3 +81,24 @@ def test_bank_round_trip_and_task_check(tmp_path):
         loaded.columns("t1", [99])
     with pytest.raises(EvomergeError, match="no item bank"):
         ItemBank.load(tmp_path / "nothing")
+
+
+def test_ability_fit_converges_where_a_plain_newton_step_diverges():
+    # a wide prior and a true ability far from its mean: undamped Newton overshot to |theta| ~ 100s here
+    from scipy.optimize import minimize
+
+    for seed in (2, 10, 11):
+        rng = np.random.default_rng(seed)
+        a, b = rng.normal(0, 1.2, (60, 3)), rng.normal(0, 3.0, 60)
+        theta = rng.normal(2.5, 4.5, 3)
+        y = (rng.random(60) < predict_proba(theta, a, b)).astype(float)
+        mean, prec = np.full(3, 2.5), np.eye(3) / 20
+
+        def neg_log_post(v):
+            logits = a @ v - b
+            return -(y * logits - np.logaddexp(0, logits)).sum() + 0.5 * (v - mean) @ prec @ (v - mean)
+
+        z = fit_latent(y, a, b, mean, 20 * np.eye(3))
+        ref = minimize(neg_log_post, mean, method="BFGS").x
+        assert np.all(np.abs(z) < 20), (seed, z)
+        assert neg_log_post(z) <= neg_log_post(ref) + 1e-6

@@ -17,7 +17,7 @@ from evomerge.run import run_config_from_dict, run_search  # noqa: E402
 from evomerge.run.config import validate_run  # noqa: E402
 from evomerge.run.ledger import Ledger  # noqa: E402
 
-VOLATILE = ("eval_id", "time", "timings")
+VOLATILE = ("eval_id", "time", "timings", "n_asked")  # n_asked: when a steady-state result was told
 
 
 @pytest.fixture(scope="module")

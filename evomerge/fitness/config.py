@@ -30,11 +30,11 @@ class FitnessConfig(BaseModel):
     apply_chat_template: bool = False
     system_instruction: Optional[str] = None
     metric: Optional[str] = None
-    estimator: str = "gpirt"
+    estimator: str = "adaptive"
     estimator_params: dict[str, Any] = Field(default_factory=dict)
-    anchors: str = "kmeans_irt"
+    anchors: str = "kmeans_correct"
     items_per_task: int = Field(20, ge=1)
-    irt_dim: int = Field(3, ge=1)
+    irt_dim: int = Field(5, ge=1)
     bank: Optional[str] = None
     population: int = Field(30, ge=0)
     cache_endpoints: bool = True
@@ -72,8 +72,15 @@ class FitnessConfig(BaseModel):
 
     @model_validator(mode="after")
     def _test(self):
+        from evomerge.errors import EvomergeError
+        from evomerge.fitness.estimators import ESTIMATORS
+
         if self.test_tasks is not None and len(self.test_tasks) != len(self.tasks):
             raise ValueError("test_tasks must pair one-to-one with tasks")
+        try:  # estimator params that decide the item budget fail here, not in a worker
+            ESTIMATORS.get(self.estimator).first_round(self.items_per_task, dict(self.estimator_params))
+        except (EvomergeError, TypeError, ValueError) as exc:
+            raise ValueError(str(exc)) from None
         return self
 
     @property

@@ -4,7 +4,8 @@
 
     fit = Fitness.from_config(cfg)                     # FitnessConfig or dict; builds lm-eval tasks once
     fit.prepare(model, tokenizer, merger, sources, base, run_dir)   # item bank, anchors, tuned estimator
-    objectives, raw = fit.score(model, tokenizer)      # {task: estimate}, ItemResults of the items run
+    objectives, raw = fit.score(model, tokenizer)      # {task: estimate}, ItemResults of every item run
+                                                       # (anchors, then the rounds an adaptive estimator asks)
     fit.score(model, tokenizer, split="test")          # full test split, {task: accuracy}
 """
 
@@ -90,8 +91,9 @@ class Fitness:
             if bank_dir is not None:
                 self.bank.save(bank_dir)
         self.bank.check_tasks(self.evaluator.task_names, self.evaluator.fingerprint)
-        self.anchors = select_anchors(self.bank, self.cfg.anchors, self.cfg.items_per_task, self.cfg.seed)
-        params = {"seed": self.cfg.seed, **self.cfg.estimator_params}
+        params = {"seed": self.cfg.seed, "items_per_task": self.cfg.items_per_task, **self.cfg.estimator_params}
+        self.anchors = select_anchors(self.bank, self.cfg.anchors, est_cls.first_round(self.cfg.items_per_task, params),
+                                      self.cfg.seed)
         self.estimator = est_cls(self.bank, self.anchors, **params)
         self.tuned = self.estimator.tune()
         log.info("fitness ready: %s on %d anchors (%s), tuned %s", self.cfg.estimator, self.anchors.n_items(),
@@ -109,6 +111,8 @@ class Fitness:
         if self.estimator is None:
             raise EvomergeError("Fitness.prepare() must run before score()")
         raw = self.evaluator.evaluate(model, tokenizer, self.items)
+        while (more := self.estimator.next_items(raw.scores)) is not None:  # adaptive estimators: more rounds
+            raw = raw.merged(self.evaluator.evaluate(model, tokenizer, more))
         return self.estimator.estimate(raw.scores), raw
 
     def state(self) -> dict[str, Any]:

@@ -48,11 +48,20 @@ def random_recipes(sources: Sequence[str], base: Optional[str], n: int, seed: in
 
 def evaluate_population(evaluator: LMEvalEvaluator, merger, model, tokenizer, sources: Sequence[str],
                         base: Optional[str], n_random: int, seed: int = 0, cache: Optional[EndpointCache] = None,
-                        progress: Optional[Callable[[str], None]] = None) -> tuple[dict[str, ItemResults], list[str]]:
-    """Full-split results of the endpoints and ``n_random`` random merges; returns (results, endpoint names)."""
+                        progress: Optional[Callable[[str], None]] = None,
+                        known: Optional[dict[str, ItemResults]] = None) -> tuple[dict[str, ItemResults], list[str]]:
+    """Full-split results of the endpoints and ``n_random`` random merges; returns (results, endpoint names).
+
+    Members already in ``known`` (an earlier, smaller population of the same seed) are not evaluated again:
+    random merge ``k`` is the same recipe for every ``n_random > k``.
+    """
     endpoints = list(dict.fromkeys(([base] if base else []) + list(sources)))
+    known = known or {}
     results: dict[str, ItemResults] = {}
     for ref in endpoints:
+        if ref in known:
+            results[ref] = known[ref]
+            continue
         folder = resolve_model(ref)
         hit = cache.get(folder, evaluator.fingerprint) if cache else None
         if hit is None:
@@ -64,10 +73,14 @@ def evaluate_population(evaluator: LMEvalEvaluator, merger, model, tokenizer, so
         if progress:
             progress(f"endpoint {ref}: {hit.metrics}")
     for k, recipe in enumerate(random_recipes(sources, base, n_random, seed)):
+        name = f"random-{k:03d}"
+        if name in known:
+            results[name] = known[name]
+            continue
         merger.merge_into(recipe, model)
-        results[f"random-{k:03d}"] = evaluator.evaluate(model, tokenizer)
+        results[name] = evaluator.evaluate(model, tokenizer)
         if progress:
-            progress(f"random merge {k + 1}/{n_random}: {results[f'random-{k:03d}'].metrics}")
+            progress(f"random merge {k + 1}/{n_random}: {results[name].metrics}")
     return results, endpoints
 
 

@@ -32,6 +32,16 @@ class ItemResults:
                                        {t: {i: self.outputs[t][i] for i in ids if i in self.outputs.get(t, {})}
                                         for t, ids in items.items() if t in self.outputs})
 
+    def merged(self, other: "ItemResults") -> "ItemResults":
+        """These results and ``other``'s (more items of the same model) in one."""
+        scores = {t: dict(v) for t, v in self.scores.items()}
+        outputs = {t: dict(v) for t, v in self.outputs.items()}
+        for t, v in other.scores.items():
+            scores.setdefault(t, {}).update(v)
+        for t, v in other.outputs.items():
+            outputs.setdefault(t, {}).update(v)
+        return ItemResults.from_scores(scores, outputs)
+
     def to_dict(self) -> dict:
         """JSON-ready (item ids become strings)."""
         return {"scores": {t: {str(i): s for i, s in v.items()} for t, v in self.scores.items()},

@@ -45,6 +45,9 @@ class Optimizer(ABC):
 
     Options: ClassVar[type[BaseModel]] = NoOptions
     multi_objective: ClassVar[bool] = False
+    #: True when ``tell`` may come one point at a time, in any order, while other points are still out
+    #: (steady-state scheduling); False when the optimizer must see whole generations.
+    partial_tell: ClassVar[bool] = False
 
     def __init__(self, space: SearchSpace, directions: Sequence[Direction], seed: int = 0, population: int = 8,
                  budget: Optional[int] = None, options: Optional[dict[str, Any]] = None):

@@ -42,6 +42,7 @@ def _chain(opt: Any, depth: int = 0):
 class Nevergrad(Optimizer):
     Options = NevergradOptions
     multi_objective = True
+    partial_tell = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

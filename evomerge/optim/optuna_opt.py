@@ -45,6 +45,7 @@ def _make_sampler(name: str, seed: int, population: int, extra: dict[str, Any]):
 class Optuna(Optimizer):
     Options = OptunaOptions
     multi_objective = True
+    partial_tell = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -11,6 +11,7 @@ from evomerge.optim.registry import OPTIMIZERS
 @OPTIMIZERS.register("random")
 class RandomSearch(Optimizer):
     multi_objective = True
+    partial_tell = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -52,6 +52,10 @@ class OptimizerConfig(_Strict):
     name: str = "cma"
     population: int = Field(8, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
+    schedule: Literal["auto", "generational", "steady_state"] = Field(
+        "auto", description="steady_state: tell each result as it arrives and keep every worker busy; "
+                            "generational: evaluate and tell whole populations; auto: steady_state when the "
+                            "optimizer takes partial tells")
 
 
 class ExecutorConfig(_Strict):
@@ -153,4 +157,16 @@ def validate_run(cfg: RunConfig):
     optimizer = make_optimizer(cfg.optimizer.name, space, cfg.directions, seed=cfg.seed,
                                population=cfg.optimizer.population, budget=cfg.budget.evaluations,
                                options=cfg.optimizer.options)
+    resolve_schedule(cfg, optimizer)
     return space, optimizer, worker_cls
+
+
+def resolve_schedule(cfg: RunConfig, optimizer) -> str:
+    """``generational`` or ``steady_state`` for this run (``auto`` follows the optimizer)."""
+    wanted = cfg.optimizer.schedule
+    if wanted == "auto":
+        return "steady_state" if optimizer.partial_tell else "generational"
+    if wanted == "steady_state" and not optimizer.partial_tell:
+        raise ConfigError(f"optimizer {cfg.optimizer.name!r} needs whole generations; "
+                          "use schedule generational (or auto)")
+    return wanted

@@ -1,10 +1,15 @@
 """The search loop: ask -> decode -> executor (merge -> evaluate -> estimate) -> tell -> ledger -> checkpoint.
 
-Resume protocol (kill -9 safe). A checkpoint is written after each generation's ``tell`` and holds the
-optimizer state as it was *before* the next ``ask``. On resume the optimizer is restored and asked again,
-which (seeded, own RNG) gives the same points; candidates of that generation already in the ledger are
-taken from it instead of being evaluated again, the rest are evaluated and appended. So no completed
-evaluation is lost or redone, and the ledger ends the same as an uninterrupted run's (up to timings).
+Two schedules share this module's run directory, ledger and checkpoints:
+
+- ``generational`` (:mod:`evomerge.run.generational`): ask a population, evaluate it, tell it whole. Optimizers
+  that need whole generations (pycma's CMA-ES) always run this way.
+- ``steady_state`` (:mod:`evomerge.run.steady_state`): every result is told as it arrives and a new point is
+  asked for the worker it freed, so no worker idles while another finishes its candidate. The default for
+  optimizers that take partial tells (optuna, nevergrad, random).
+
+Both are kill -9 safe: the ledger (appended + fsynced per candidate) and the latest checkpoint (optimizer
+state) are the truth; a resumed run evaluates nothing twice and loses nothing.
 """
 
 from __future__ import annotations
@@ -13,20 +18,20 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-
 from evomerge.errors import ConfigError, EvomergeError
-from evomerge.execution.base import EXECUTORS, CandidateResult, WorkerSpec
+from evomerge.execution.base import EXECUTORS, CandidateResult, Executor, WorkerSpec
 from evomerge.run.checkpoint import load_latest_checkpoint, save_checkpoint
-from evomerge.run.config import RunConfig, run_config_from_dict, validate_run
+from evomerge.run.config import RunConfig, resolve_schedule, run_config_from_dict, validate_run
 from evomerge.run.ledger import Ledger
 from evomerge.yaml_io import parse_yaml
 
 log = logging.getLogger(__name__)
 Progress = Callable[[dict[str, Any]], None]
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -34,11 +39,11 @@ def default_run_dir(cfg: RunConfig) -> Path:
 
 
 def _identity(cfg: RunConfig) -> dict[str, Any]:
-    """The parts of a config that define *which* run it is (budget and run_dir may change on resume)."""
+    """The parts of a config that define *which* run it is (budget, run_dir and the executor may change on
+    resume: a run can go on with more workers or on a cluster)."""
     d = cfg.model_dump(mode="json")
-    d.pop("budget", None)
-    d.pop("run_dir", None)
-    d.pop("description", None)
+    for key in ("budget", "run_dir", "description", "executor"):
+        d.pop(key, None)
     return d
 
 
@@ -99,101 +104,100 @@ def _values(cfg: RunConfig, res: CandidateResult) -> tuple[list[float], Candidat
     return [o.penalty_value() for o in cfg.objectives], res
 
 
-def _budget_left(cfg: RunConfig, gen: int, n_evals: int, elapsed: float) -> Optional[int]:
-    """How many evaluations the next generation may use (None: the budget is spent)."""
-    b = cfg.budget
-    if b.generations is not None and gen >= b.generations:
-        return None
-    if b.wall_time_s is not None and elapsed >= b.wall_time_s:
-        return None
-    n = cfg.optimizer.population
-    if b.evaluations is not None:
-        n = min(n, b.evaluations - n_evals)
-    return n if n > 0 else None
+@dataclass
+class SearchContext:
+    """What a schedule needs: the run's config, space, optimizer, ledger, checkpoint state and executor."""
+
+    cfg: RunConfig
+    run_dir: Path
+    space: Any
+    optimizer: Any
+    ledger: Ledger
+    progress: Optional[Progress]
+    schedule: str
+    state: dict[str, Any] = field(default_factory=dict)  # the latest checkpoint's state ({} on a fresh run)
+    config_sha: str = ""
+    t_start: float = 0.0
+    _executor: Optional[Executor] = None
+
+    @property
+    def executor(self) -> Executor:
+        """Started on first use, so a finished run resumes without loading any model."""
+        if self._executor is None:
+            spec = worker_spec(self.cfg, self.space, self.run_dir)
+            self._executor = EXECUTORS.get(self.cfg.executor.name)(spec, run_dir=self.run_dir,
+                                                                   **self.cfg.executor.options)
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.close()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t_start
+
+    def emit(self, event: str, **data: Any) -> None:
+        if self.progress:
+            self.progress({"event": event, **data})
+
+    def append(self, gen: int, index: int, point, recipe, res: CandidateResult,
+               **extra: Any) -> dict[str, Any]:
+        """Record one evaluated (or failed) candidate in the ledger; returns the record."""
+        values, res = _values(self.cfg, res)
+        rec = {
+            "eval_id": len(self.ledger), "gen": gen, "index": index, "point": point,
+            "recipe": recipe.model_dump(mode="json") if recipe is not None else None,
+            "status": res.status, "reason": res.reason, "values": values, "metrics": res.objectives,
+            "item_results": res.item_results, "timings": res.timings, "time": time.time(), **extra,
+        }
+        rec = self.ledger.append(rec)
+        self.emit("candidate", gen=gen, record=rec, n_evals=len(self.ledger))
+        return rec
+
+    def checkpoint(self, gen: int, step: Optional[int] = None, **extra: Any) -> None:
+        """Save the optimizer (as it is now, having seen the whole ledger) and schedule-specific state as
+        checkpoint number ``step`` (default ``gen``; the newest step wins on resume)."""
+        save_checkpoint(self.run_dir / "checkpoints", gen if step is None else step, {
+            "version": CHECKPOINT_VERSION, "config_sha": self.config_sha, "schedule": self.schedule, "gen": gen,
+            "optimizer": self.optimizer.state_dict(), "n_records": len(self.ledger), "elapsed_s": self.elapsed(),
+            **extra})
+        self.emit("checkpoint", gen=gen, n_evals=len(self.ledger))
+
+
+def same_point(a, b) -> bool:
+    """Points compared as the ledger stores them (JSON)."""
+    return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
 
 
 def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[Progress]) -> None:
-    ledger = Ledger(run_dir / "ledger.jsonl")
-    ckpt = load_latest_checkpoint(run_dir / "checkpoints")
-    config_sha = _sha(_identity(cfg))
-    gen, elapsed, n_checkpointed = 0, 0.0, 0
-    if ckpt is not None:
-        _, state = ckpt
-        if state.get("version") != CHECKPOINT_VERSION or state.get("config_sha") != config_sha:
-            raise EvomergeError(f"checkpoint in {run_dir} belongs to another run or version")
-        optimizer.load_state_dict(state["optimizer"])
-        gen, elapsed, n_checkpointed = state["gen"], state["elapsed_s"], state["n_records"]
-    records = ledger.records()
-    if len(records) < n_checkpointed:
-        raise EvomergeError(f"ledger of {run_dir} has {len(records)} records but the checkpoint counts "
-                            f"{n_checkpointed}; the ledger was truncated")
-    replay = {}
-    for r in records[n_checkpointed:]:
-        if r["gen"] != gen:
-            raise EvomergeError(f"ledger record {r['eval_id']} (generation {r['gen']}) is ahead of the checkpoint "
-                                f"(generation {gen}); cannot resume consistently")
-        replay[r["index"]] = r
-    if replay:
-        log.info("resuming generation %d with %d of its candidates already in the ledger", gen, len(replay))
+    from evomerge.run.generational import run_generational
+    from evomerge.run.steady_state import run_steady_state
 
-    spec = worker_spec(cfg, space, run_dir)
-    executor = None  # started on the first generation that runs (a finished run resumes without loading models)
-    t_start = time.monotonic() - elapsed
+    schedule = resolve_schedule(cfg, optimizer)
+    ctx = SearchContext(cfg, run_dir, space, optimizer, Ledger(run_dir / "ledger.jsonl"), progress, schedule,
+                        config_sha=_sha(_identity(cfg)))
+    ckpt = load_latest_checkpoint(run_dir / "checkpoints")
+    if ckpt is not None:
+        state = ckpt[1]
+        if state.get("version") != CHECKPOINT_VERSION or state.get("config_sha") != ctx.config_sha:
+            raise EvomergeError(f"checkpoint in {run_dir} belongs to another run or version")
+        if state.get("schedule") != schedule:
+            raise EvomergeError(f"run {run_dir} was checkpointed with schedule {state.get('schedule')!r}, "
+                                f"not {schedule!r}")
+        optimizer.load_state_dict(state["optimizer"])
+        ctx.state = state
+    n_records = ctx.state.get("n_records", 0)
+    if len(ctx.ledger) < n_records:
+        raise EvomergeError(f"ledger of {run_dir} has {len(ctx.ledger)} records but the checkpoint counts "
+                            f"{n_records}; the ledger was truncated")
+    ctx.t_start = time.monotonic() - ctx.state.get("elapsed_s", 0.0)
     try:
-        # evaluations of *completed* generations decide the next size (replayed records must not shrink it)
-        while (n := _budget_left(cfg, gen, n_checkpointed, time.monotonic() - t_start)) is not None:
-            if executor is None:
-                executor = EXECUTORS.get(cfg.executor.name)(spec, run_dir=run_dir, **cfg.executor.options)
-            points = optimizer.ask(n)
-            slots: list[Optional[dict[str, Any]]] = [None] * n
-            tasks = []
-            for i, point in enumerate(points):
-                if i in replay:
-                    if replay[i]["point"] != json.loads(json.dumps(point)):
-                        raise EvomergeError(f"resumed generation {gen} asks a different point {i} than the ledger "
-                                            "holds; the optimizer is not deterministic")
-                    slots[i] = replay.pop(i)
-                    continue
-                try:
-                    tasks.append((i, space.decode(point)))
-                except EvomergeError as exc:
-                    slots[i] = _append(cfg, ledger, gen, i, point, None, CandidateResult.failed(f"decode: {exc}"))
-            recipes = dict(tasks)
-            if progress:
-                progress({"event": "generation", "gen": gen, "size": n, "replayed": n - len(tasks)})
-            for i, res in executor.map(tasks):
-                slots[i] = _append(cfg, ledger, gen, i, points[i], recipes[i], res)
-                if progress:
-                    progress({"event": "candidate", "gen": gen, "record": slots[i], "n_evals": len(ledger)})
-            if replay:
-                raise EvomergeError(f"ledger holds candidates of generation {gen} that the optimizer did not ask")
-            optimizer.tell(points, [s["values"] for s in slots])
-            gen += 1
-            n_checkpointed = len(ledger)
-            save_checkpoint(run_dir / "checkpoints", gen, {
-                "version": CHECKPOINT_VERSION, "config_sha": config_sha, "gen": gen,
-                "optimizer": optimizer.state_dict(), "n_records": len(ledger),
-                "elapsed_s": time.monotonic() - t_start})
-            if progress:
-                progress({"event": "checkpoint", "gen": gen, "n_evals": len(ledger)})
+        gen = (run_steady_state if schedule == "steady_state" else run_generational)(ctx)
     finally:
-        if executor is not None:
-            executor.close()
-    if progress:
-        progress({"event": "done", "gen": gen, "n_evals": len(ledger)})
+        ctx.close()
+    ctx.emit("done", gen=gen, n_evals=len(ctx.ledger))
 
 
 def worker_spec(cfg: RunConfig, space, run_dir: Path) -> WorkerSpec:
     return WorkerSpec(fitness=cfg.fitness, sources=space.sources(), base=cfg.base, seed=cfg.seed,
                       run_dir=str(run_dir))
-
-
-def _append(cfg, ledger: Ledger, gen: int, index: int, point, recipe, res: CandidateResult) -> dict[str, Any]:
-    values, res = _values(cfg, res)
-    rec = {
-        "eval_id": len(ledger), "gen": gen, "index": index, "point": point,
-        "recipe": recipe.model_dump(mode="json") if recipe is not None else None,
-        "status": res.status, "reason": res.reason, "values": values, "metrics": res.objectives,
-        "item_results": res.item_results, "timings": res.timings, "time": time.time(),
-    }
-    return ledger.append(rec)

@@ -3,6 +3,8 @@
 An estimator is built once per run from the item bank and the anchors (``Estimator(bank, anchors, **params)``),
 may ``tune()`` its mixing weights on the bank's population, and then maps
 ``answers[task][item_id] = score`` (the anchors' answers) to ``{task: estimated full-split accuracy}``.
+Adaptive estimators also say which items to run next (``next_items``), given the answers so far; the anchors
+are then only the first round (``first_round`` of the ``items_per_task`` budget).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ Answers = Mapping[str, Mapping[int, float]]
 ESTIMATORS: Registry[type["Estimator"]] = Registry(
     "estimator", entry_point_group="evomerge.estimators",
     modules=[f"evomerge.fitness.estimators.{m}" for m in ("full", "subset_mean", "anchor", "pirt", "gpirt",
-                                                          "mpirt", "gmpirt")])
+                                                          "mpirt", "gmpirt", "adaptive")])
 
 
 class Estimator(ABC):
@@ -41,9 +43,18 @@ class Estimator(ABC):
         self.anchors = anchors
         self.params = params
 
+    @classmethod
+    def first_round(cls, items_per_task: int, params: dict[str, Any]) -> int:
+        """How many of the ``items_per_task`` anchors are asked before ``next_items`` is consulted."""
+        return items_per_task
+
     def tune(self) -> dict[str, Any]:
         """Fit data-driven settings (mixing weights) on the bank's population; returns them."""
         return {}
+
+    def next_items(self, answers: Answers) -> Optional[dict[str, list[int]]]:
+        """Items to evaluate next, given every answer so far (None: the answers are complete)."""
+        return None
 
     @abstractmethod
     def estimate(self, answers: Answers) -> dict[str, float]:

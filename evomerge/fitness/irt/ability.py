@@ -2,7 +2,7 @@
 
 The latent ``z`` has prior N(mean, cov) and the ability is ``theta = T z`` (T = identity for ordinary
 abilities; T = parents' abilities as columns for MERGE^3-style merged-model abilities, where z are the mixing
-coefficients). The log posterior is concave in z, so Newton's method converges in a few steps; EAP uses
+coefficients). The log posterior is concave in z, so damped Newton's method converges in a few steps; EAP uses
 self-normalised importance sampling from the Laplace approximation around the MAP.
 """
 
@@ -38,14 +38,26 @@ def fit_latent(y: np.ndarray, a: np.ndarray, b: np.ndarray, prior_mean: np.ndarr
     k = design.shape[1]
     m = np.asarray(prior_mean, dtype=np.float64).reshape(k)
     prec = np.linalg.inv(np.asarray(prior_cov, dtype=np.float64).reshape(k, k))
+    def log_post(z: np.ndarray) -> float:
+        return float(_log_lik(z[None], y, design, b)[0] - 0.5 * (z - m) @ prec @ (z - m))
+
     z = m.copy()
+    current = log_post(z)
     for _ in range(max_iter):
         p = expit(design @ z - b)
         grad = design.T @ (y - p) - prec @ (z - m)
         hess = design.T @ (design * (p * (1 - p))[:, None]) + prec  # negative Hessian, positive definite
         step = np.linalg.solve(hess, grad)
-        z = z + step
-        if np.max(np.abs(step)) < 1e-8:
+        # damped Newton: a full step overshoots (and diverges) when the items are sharp and the answers
+        # nearly separable, so halve it until the log posterior rises (it is concave, so one always does)
+        t = 1.0
+        while t > 1e-6:
+            new = log_post(z + t * step)
+            if new >= current - 1e-12:
+                break
+            t *= 0.5
+        z, current = z + t * step, new
+        if np.max(np.abs(t * step)) < 1e-8:
             break
     if method == "map":
         return z

@@ -1,0 +1,75 @@
+"""Generational schedule: ask a population, evaluate it (results stream in any order), tell it whole.
+
+Resume protocol. A checkpoint is written after each generation's ``tell`` and holds the optimizer state as it
+was *before* the next ``ask``. On resume the optimizer is restored and asked again, which (seeded, own RNG)
+gives the same points; candidates of that generation already in the ledger are taken from it instead of being
+evaluated again, the rest are evaluated and appended. So no completed evaluation is lost or redone, and the
+ledger ends the same as an uninterrupted run's (up to timings).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+from evomerge.errors import EvomergeError
+from evomerge.execution.base import CandidateResult
+from evomerge.run.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+
+def _budget_left(cfg: RunConfig, gen: int, n_evals: int, elapsed: float) -> Optional[int]:
+    """How many evaluations the next generation may use (None: the budget is spent)."""
+    b = cfg.budget
+    if b.generations is not None and gen >= b.generations:
+        return None
+    if b.wall_time_s is not None and elapsed >= b.wall_time_s:
+        return None
+    n = cfg.optimizer.population
+    if b.evaluations is not None:
+        n = min(n, b.evaluations - n_evals)
+    return n if n > 0 else None
+
+
+def run_generational(ctx) -> int:
+    """Run generations until the budget is spent; returns the number of generations told."""
+    from evomerge.run.loop import same_point
+
+    gen, n_checkpointed = ctx.state.get("gen", 0), ctx.state.get("n_records", 0)
+    replay = {}
+    for r in ctx.ledger.records()[n_checkpointed:]:
+        if r["gen"] != gen:
+            raise EvomergeError(f"ledger record {r['eval_id']} (generation {r['gen']}) is ahead of the checkpoint "
+                                f"(generation {gen}); cannot resume consistently")
+        replay[r["index"]] = r
+    if replay:
+        log.info("resuming generation %d with %d of its candidates already in the ledger", gen, len(replay))
+    # evaluations of *completed* generations decide the next size (replayed records must not shrink it)
+    while (n := _budget_left(ctx.cfg, gen, n_checkpointed, ctx.elapsed())) is not None:
+        points = ctx.optimizer.ask(n)
+        slots: list[Optional[dict[str, Any]]] = [None] * n
+        tasks = []
+        for i, point in enumerate(points):
+            if i in replay:
+                if not same_point(replay[i]["point"], point):
+                    raise EvomergeError(f"resumed generation {gen} asks a different point {i} than the ledger "
+                                        "holds; the optimizer is not deterministic")
+                slots[i] = replay.pop(i)
+                continue
+            try:
+                tasks.append((i, ctx.space.decode(point)))
+            except EvomergeError as exc:
+                slots[i] = ctx.append(gen, i, point, None, CandidateResult.failed(f"decode: {exc}"))
+        recipes = dict(tasks)
+        ctx.emit("generation", gen=gen, size=n, replayed=n - len(tasks))
+        if tasks:
+            for i, res in ctx.executor.map(tasks):
+                slots[i] = ctx.append(gen, i, points[i], recipes[i], res)
+        if replay:
+            raise EvomergeError(f"ledger holds candidates of generation {gen} that the optimizer did not ask")
+        ctx.optimizer.tell(points, [s["values"] for s in slots])
+        gen += 1
+        n_checkpointed = len(ctx.ledger)
+        ctx.checkpoint(gen)
+    return gen
