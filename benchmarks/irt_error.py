@@ -74,7 +74,7 @@ def evaluate_all(args, tasks, pop, cands):
             cands[name] = ev.evaluate(model, tok)
             print(f"candidate {k + 1}/{args.candidates}: {cands[name].metrics}", flush=True)
     save()
-    for n in [*range(10, args.population, 10), args.population]:  # saved every 10 members
+    for n in [*range(10, args.population, 10), args.population]:  # saved every 10 members (random merges only)
         grown, endpoints = evaluate_population(ev, merger, model, tok, sources, base, n, seed=0,
                                                cache=EndpointCache(), progress=lambda m: print(m, flush=True),
                                                known=pop)

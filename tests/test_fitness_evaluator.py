@@ -109,3 +109,60 @@ def test_adaptive_fitness_runs_its_rounds_on_the_live_model(tmp_path, models):
     assert [sorted(len(v) for v in c.values()) for c in calls] == [[4, 4], [3, 3], [2, 2]]
     assert all(len(raw.scores[t]) == 9 for t in ("zoo_add", "zoo_sort"))
     assert est == fit.estimator.estimate(raw.scores) and all(0 <= v <= 1 for v in est.values())
+
+
+class _CountingEvaluator:
+    """Stands in for lm-eval when only the bank-building logic is under test: seeded 0/1 answers."""
+
+    task_names = ["zoo_add", "zoo_sort"]
+    fingerprint = {"tasks": task_names}
+
+    def __init__(self):
+        self.calls = 0
+
+    def evaluate(self, model, tokenizer, items=None):
+        import numpy as np
+
+        from evomerge.fitness import ItemResults
+
+        self.calls += 1
+        rng = np.random.default_rng(self.calls)
+        return ItemResults.from_scores({t: {i: float(rng.random() < 0.5) for i in range(30)} for t in self.task_names})
+
+
+class _NoMerge:
+    def merge_into(self, recipe, model):
+        pass
+
+
+def test_bank_population_mixes_space_samples_and_is_built_once_by_concurrent_workers(tmp_path, ci_zoo):
+    import threading
+
+    from evomerge.fitness.population import space_samples
+    from evomerge.recipe import MergeRecipe
+    from evomerge.spaces import build_space
+
+    zoo = [f"zoo://ci/{n}" for n in ("add", "sort")]
+    space = build_space({"preset": "ties_layerwise"}, base="zoo://ci/base", models=zoo)
+    samples = space_samples(space, 3, seed=0)
+    assert len(samples) == 3 and all(isinstance(r, MergeRecipe) for r in samples)
+    assert [r.model_dump() for r in samples] == [r.model_dump() for r in space_samples(space, 3, seed=0)]
+    flow = build_space({"preset": "dataflow_splice"}, models=zoo)
+    assert space_samples(flow, 3) == []  # data-flow candidates are not merges: random merges only
+
+    cfg = FitnessConfig(tasks=["zoo_add", "zoo_sort"], include_path=["zoo"], population=4, irt_dim=2,
+                        cache_endpoints=False)
+    fits = []
+    for _ in range(3):
+        fit = Fitness(cfg, _CountingEvaluator())
+        fits.append(fit)
+    threads = [threading.Thread(target=f.prepare, args=(object(), None, _NoMerge(), zoo, "zoo://ci/base", tmp_path),
+                                kwargs={"space": space}) for f in fits]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(f.evaluator.calls for f in fits) == [0, 0, 7]  # base + 2 parents + 2 random + 2 space samples
+    models = fits[0].bank.models
+    assert sum(m.startswith("space-") for m in models) == 2 and sum(m.startswith("random-") for m in models) == 2
+    assert all(f.bank.models == models for f in fits)

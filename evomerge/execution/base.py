@@ -62,6 +62,16 @@ class WorkerSpec(BaseModel):
     base: Optional[str] = None
     seed: int = 0
     run_dir: Optional[str] = None  # where the worker may keep run-level artifacts (item bank)
+    space: Optional[Any] = None    # the run's search space config (name, path or mapping) with ``models``
+    models: list[str] = Field(default_factory=list)
+
+    def build_space(self):
+        """The run's search space (None if the spec has none)."""
+        if self.space is None:
+            return None
+        from evomerge.spaces import build_space
+
+        return build_space(self.space, base=self.base, models=self.models)
 
 
 class Worker(ABC):

@@ -50,7 +50,8 @@ class LMEvalWorker(Worker):
         self.size = (int(self.model.config.num_hidden_layers), sum(p.numel() for p in self.model.parameters()))
         self.path_sources = None  # data-flow sources, loaded on the first data-flow recipe
         self.fitness = Fitness.from_config(cfg)
-        self.fitness.prepare(self.model, self.tokenizer, self.merger, spec.sources, spec.base, spec.run_dir)
+        self.fitness.prepare(self.model, self.tokenizer, self.merger, spec.sources, spec.base, spec.run_dir,
+                             space=spec.build_space())
 
     @classmethod
     def from_spec(cls, spec: WorkerSpec) -> "LMEvalWorker":

@@ -13,7 +13,9 @@ class FitnessConfig(BaseModel):
     ``include_path``: folders of local task YAMLs, or names of folders shipped under ``fitness/`` (``zoo``).
     ``estimator``: a name in ``ESTIMATORS`` (``full`` evaluates the whole split; the others evaluate
     ``items_per_task`` anchors chosen by ``anchors``). ``bank``: an existing item bank folder; else one is
-    built from the base, the parents and ``population`` random merges and saved under the run directory.
+    built from the base, the parents and ``population`` random merges (a ``population_space_share`` of them
+    random points of the run's search space, so the bank has seen merges like the ones it will score) and
+    saved under the run directory.
     ``device`` / ``dtype``: where and in which precision the worker keeps the live model (``auto``: CUDA when
     the worker sees a GPU).
     """
@@ -37,6 +39,9 @@ class FitnessConfig(BaseModel):
     irt_dim: int = Field(5, ge=1)
     bank: Optional[str] = None
     population: int = Field(30, ge=0)
+    population_space_share: float = Field(
+        0.5, ge=0, le=1, description="share of the bank population drawn uniformly from the run's search space "
+                                     "(the rest: random linear / task-arithmetic / TIES merges of the sources)")
     cache_endpoints: bool = True
     seed: int = 0
     # where the worker holds the live model: "auto" = the GPU Ray (or CUDA_VISIBLE_DEVICES) gave it, else CPU

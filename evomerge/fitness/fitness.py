@@ -18,13 +18,14 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from pydantic import ValidationError
 
 from evomerge.errors import ConfigError, EvomergeError
+from evomerge.locking import file_lock
 from evomerge.fitness.anchors import Anchors, select_anchors
 from evomerge.fitness.cache import EndpointCache
 from evomerge.fitness.config import FitnessConfig
 from evomerge.fitness.estimators import ESTIMATORS, Estimator
 from evomerge.fitness.evaluator import LMEvalEvaluator
 from evomerge.fitness.irt.bank import ItemBank
-from evomerge.fitness.population import bank_from_results, evaluate_population
+from evomerge.fitness.population import bank_from_results, evaluate_population, space_samples
 from evomerge.fitness.results import ItemResults
 from evomerge.resources import resolve
 
@@ -69,27 +70,27 @@ class Fitness:
 
     def prepare(self, model=None, tokenizer=None, merger=None, sources: Sequence[str] = (),
                 base: Optional[str] = None, run_dir: Optional[str | Path] = None,
-                progress: Optional[Callable[[str], None]] = None) -> None:
-        """Load or build the item bank, pick anchors, build and tune the estimator (no-op for ``full``)."""
+                progress: Optional[Callable[[str], None]] = None, space=None) -> None:
+        """Load or build the item bank, pick anchors, build and tune the estimator (no-op for ``full``).
+
+        ``space``: the run's search space; part of the bank population is drawn from it."""
         est_cls = ESTIMATORS.get(self.cfg.estimator)
         if est_cls.full_split:
             self.estimator = est_cls(None, None, **self.cfg.estimator_params)
             return
         bank_dir = Path(self.cfg.bank) if self.cfg.bank else (Path(run_dir) / "item_bank" if run_dir else None)
-        if bank_dir is not None and (bank_dir / "bank.json").exists():
-            self.bank = ItemBank.load(bank_dir)
-        elif self.cfg.bank:
+        if self.cfg.bank and not (bank_dir / "bank.json").exists():
             raise EvomergeError(f"no item bank in {self.cfg.bank}")
+        if bank_dir is None:
+            self.bank = self._build_bank(model, tokenizer, merger, sources, base, progress, space)
         else:
-            if merger is None or model is None:
-                raise EvomergeError("building an item bank needs the merger, a live model and the sources")
-            cache = EndpointCache() if self.cfg.cache_endpoints else None
-            results, endpoints = evaluate_population(self.evaluator, merger, model, tokenizer, sources, base,
-                                                     self.cfg.population, self.cfg.seed, cache, progress)
-            self.bank = bank_from_results(results, self.evaluator.task_names, endpoints, self.cfg.irt_dim,
-                                          self.evaluator.fingerprint, self.cfg.seed)
-            if bank_dir is not None:
-                self.bank.save(bank_dir)
+            # several workers (Ray actors) start at once: one builds the bank, the others wait and load it
+            with file_lock(bank_dir.parent / f".{bank_dir.name}.lock"):
+                if (bank_dir / "bank.json").exists():
+                    self.bank = ItemBank.load(bank_dir)
+                else:
+                    self.bank = self._build_bank(model, tokenizer, merger, sources, base, progress, space)
+                    self.bank.save(bank_dir)
         self.bank.check_tasks(self.evaluator.task_names, self.evaluator.fingerprint)
         params = {"seed": self.cfg.seed, "items_per_task": self.cfg.items_per_task, **self.cfg.estimator_params}
         self.anchors = select_anchors(self.bank, self.cfg.anchors, est_cls.first_round(self.cfg.items_per_task, params),
@@ -98,6 +99,18 @@ class Fitness:
         self.tuned = self.estimator.tune()
         log.info("fitness ready: %s on %d anchors (%s), tuned %s", self.cfg.estimator, self.anchors.n_items(),
                  self.anchors.method, self.tuned)
+
+    def _build_bank(self, model, tokenizer, merger, sources, base, progress, space) -> ItemBank:
+        if merger is None or model is None:
+            raise EvomergeError("building an item bank needs the merger, a live model and the sources")
+        n_space = round(self.cfg.population * self.cfg.population_space_share) if space is not None else 0
+        from_space = space_samples(space, n_space, self.cfg.seed) if n_space else []
+        cache = EndpointCache() if self.cfg.cache_endpoints else None
+        results, endpoints = evaluate_population(self.evaluator, merger, model, tokenizer, sources, base,
+                                                 self.cfg.population - len(from_space), self.cfg.seed, cache,
+                                                 progress, space_recipes=from_space)
+        return bank_from_results(results, self.evaluator.task_names, endpoints, self.cfg.irt_dim,
+                                 self.evaluator.fingerprint, self.cfg.seed)
 
     def score(self, model, tokenizer, split: str = "search") -> tuple[dict[str, float], ItemResults]:
         """Objective values (one per search task) and the raw item results they came from."""

@@ -49,8 +49,10 @@ def random_recipes(sources: Sequence[str], base: Optional[str], n: int, seed: in
 def evaluate_population(evaluator: LMEvalEvaluator, merger, model, tokenizer, sources: Sequence[str],
                         base: Optional[str], n_random: int, seed: int = 0, cache: Optional[EndpointCache] = None,
                         progress: Optional[Callable[[str], None]] = None,
-                        known: Optional[dict[str, ItemResults]] = None) -> tuple[dict[str, ItemResults], list[str]]:
-    """Full-split results of the endpoints and ``n_random`` random merges; returns (results, endpoint names).
+                        known: Optional[dict[str, ItemResults]] = None,
+                        space_recipes: Sequence[MergeRecipe] = ()) -> tuple[dict[str, ItemResults], list[str]]:
+    """Full-split results of the endpoints, ``n_random`` random merges and ``space_recipes`` (named
+    ``space-NNN``: random points of the run's search space); returns (results, endpoint names).
 
     Members already in ``known`` (an earlier, smaller population of the same seed) are not evaluated again:
     random merge ``k`` is the same recipe for every ``n_random > k``.
@@ -72,16 +74,29 @@ def evaluate_population(evaluator: LMEvalEvaluator, merger, model, tokenizer, so
         results[ref] = hit
         if progress:
             progress(f"endpoint {ref}: {hit.metrics}")
-    for k, recipe in enumerate(random_recipes(sources, base, n_random, seed)):
-        name = f"random-{k:03d}"
+    members = [(f"random-{k:03d}", r) for k, r in enumerate(random_recipes(sources, base, n_random, seed))]
+    members += [(f"space-{k:03d}", r) for k, r in enumerate(space_recipes)]
+    for k, (name, recipe) in enumerate(members):
         if name in known:
             results[name] = known[name]
             continue
         merger.merge_into(recipe, model)
         results[name] = evaluator.evaluate(model, tokenizer)
         if progress:
-            progress(f"random merge {k + 1}/{n_random}: {results[name].metrics}")
+            progress(f"population merge {k + 1}/{len(members)} ({name}): {results[name].metrics}")
     return results, endpoints
+
+
+def space_samples(space, n: int, seed: int = 0) -> list[MergeRecipe]:
+    """``n`` uniform random points of a search space, decoded; [] unless it decodes to merge recipes."""
+    rng = np.random.default_rng([seed, 1])
+    out = []
+    for _ in range(n):
+        recipe = space.decode(space.sample(rng))
+        if not isinstance(recipe, MergeRecipe):
+            return []
+        out.append(recipe)
+    return out
 
 
 def bank_from_results(results: dict[str, ItemResults], tasks: Sequence[str], endpoints: Sequence[str],

@@ -200,4 +200,4 @@ def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[
 
 def worker_spec(cfg: RunConfig, space, run_dir: Path) -> WorkerSpec:
     return WorkerSpec(fitness=cfg.fitness, sources=space.sources(), base=cfg.base, seed=cfg.seed,
-                      run_dir=str(run_dir))
+                      run_dir=str(run_dir), space=cfg.space, models=cfg.models)

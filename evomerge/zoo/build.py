@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -20,6 +19,7 @@ from transformers.utils import logging as hf_logging
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from evomerge.errors import EvomergeError
+from evomerge.locking import file_lock
 from evomerge.resources import home
 from evomerge.zoo.data import heldout_prompts
 from evomerge.zoo.skills import SKILLS, get_skill
@@ -221,22 +221,11 @@ def zoo_path(variant: str, seed: int = 0, cache_dir: str | Path | None = None) -
     return root / "zoo" / f"{variant}-{settings_hash(variant_settings(variant), seed)}"
 
 
-@contextmanager
-def _lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # concurrent test sessions / workers build a zoo once
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_zoo(variant: str = "ci", seed: int = 0, progress: bool = False,
                cache_dir: str | Path | None = None) -> Path:
     """The folder of a built zoo variant in evomerge's cache, building it on first use."""
     path = zoo_path(variant, seed, cache_dir)
     if (m := read_manifest(path)) is not None and m.get("hash") == path.name.rsplit("-", 1)[1]:
         return path
-    with _lock(path.parent / f".{path.name}.lock"):
+    with file_lock(path.parent / f".{path.name}.lock"):  # concurrent test sessions / workers build it once
         return build_zoo(path, variant=variant, seed=seed, progress=progress)

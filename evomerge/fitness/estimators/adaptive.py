@@ -49,6 +49,7 @@ class AdaptiveIRTEstimator(Estimator):
         rounds = int(params.get("rounds", 4))
         self.boundaries = {t: np.cumsum(round_sizes(max(self.total, n), n, rounds)).tolist() for t, n in first.items()}
         self.mean, self.cov = bank.prior()
+        self.cov = self.cov * float(params.get("prior_scale", 1.0)) ** 2
 
     def _answered(self, answers: Answers) -> tuple[np.ndarray, np.ndarray]:
         """Bank columns answered and the scores, over every task of the bank."""

@@ -7,6 +7,7 @@ one folder. ``check_tasks`` refuses a bank built for another task set with one c
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -102,8 +103,14 @@ class ItemBank:
         meta = {"format": _FORMAT, "tasks": self.tasks, "item_ids": self.item_ids, "models": self.models,
                 "fingerprint": self.fingerprint, "endpoints": self.endpoints,
                 "fit_settings": self.fit_settings}
-        np.savez(folder / "bank.npz", a=self.a, b=self.b, responses=self.responses, theta=self.theta)
-        (folder / "bank.json").write_text(json.dumps(meta, indent=1))
+        # arrays first, the JSON last, each by rename: a reader that sees bank.json sees a whole bank
+        tmp = folder / f".bank.npz.tmp-{os.getpid()}"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, a=self.a, b=self.b, responses=self.responses, theta=self.theta)
+        os.replace(tmp, folder / "bank.npz")
+        tmp = folder / f".bank.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, folder / "bank.json")
         return folder
 
     @classmethod
