@@ -10,11 +10,15 @@ ledger ends the same as an uninterrupted run's (up to timings).
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from evomerge.errors import EvomergeError
 from evomerge.execution.base import CandidateResult
 from evomerge.run.config import RunConfig
+from evomerge.run.ledger import same_point
+
+if TYPE_CHECKING:
+    from evomerge.run.loop import SearchContext
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +36,8 @@ def _budget_left(cfg: RunConfig, gen: int, n_evals: int, elapsed: float) -> Opti
     return n if n > 0 else None
 
 
-def run_generational(ctx) -> int:
+def run_generational(ctx: "SearchContext") -> int:
     """Run generations until the budget is spent; returns the number of generations told."""
-    from evomerge.run.loop import same_point
-
     gen, n_checkpointed = ctx.state.get("gen", 0), ctx.state.get("n_records", 0)
     replay = {}
     for r in ctx.ledger.records()[n_checkpointed:]:

@@ -66,3 +66,8 @@ class Ledger:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(list(self._records))
+
+
+def same_point(a, b) -> bool:
+    """Points compared as the ledger stores them (JSON)."""
+    return json.loads(json.dumps(a)) == json.loads(json.dumps(b))

@@ -164,11 +164,6 @@ class SearchContext:
         self.emit("checkpoint", gen=gen, n_evals=len(self.ledger))
 
 
-def same_point(a, b) -> bool:
-    """Points compared as the ledger stores them (JSON)."""
-    return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
-
-
 def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[Progress]) -> None:
     from evomerge.run.generational import run_generational
     from evomerge.run.steady_state import run_steady_state

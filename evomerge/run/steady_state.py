@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from evomerge.errors import EvomergeError
 from evomerge.execution.base import CandidateResult
 from evomerge.run.config import RunConfig
+from evomerge.run.ledger import same_point
+
+if TYPE_CHECKING:
+    from evomerge.run.loop import SearchContext
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,7 @@ def evaluation_limit(cfg: RunConfig) -> Optional[int]:
 
 
 class _SteadyState:
-    def __init__(self, ctx):
+    def __init__(self, ctx: "SearchContext"):
         self.ctx = ctx
         self.population = ctx.cfg.optimizer.population
         self.limit = evaluation_limit(ctx.cfg)
@@ -69,8 +73,6 @@ class _SteadyState:
 
     def replay(self) -> None:
         """Tell the records written after the checkpoint, asking in between exactly as the run did."""
-        from evomerge.run.loop import same_point
-
         records = self.ctx.ledger.records()[self.ctx.state.get("n_records", 0):]
         self.replaying = True  # a checkpoint must not be written before every record is told
         for r in records:
@@ -125,6 +127,6 @@ class _SteadyState:
         return self.n_told // self.population
 
 
-def run_steady_state(ctx) -> int:
+def run_steady_state(ctx: "SearchContext") -> int:
     """Ask/tell one candidate at a time until the budget is spent; returns the number of full populations told."""
     return _SteadyState(ctx).run()
