@@ -39,3 +39,17 @@ def pytest_unconfigure(config):
     import shutil
 
     shutil.rmtree(os.environ["EVOMERGE_HOME"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, str]:
+    """``{"base", "a", "b", "c"}`` -> folders of 4-layer random Llamas; a/b/c are noisy copies of base."""
+    from tiny_llama import make_tiny_llama
+
+    root = tmp_path_factory.mktemp("tiny_llama")
+    base = make_tiny_llama(root / "base", 0)
+    out = {"base": str(root / "base")}
+    for i, name in enumerate("abc", start=1):
+        make_tiny_llama(root / name, i, base_state=base)
+        out[name] = str(root / name)
+    return out

@@ -7,7 +7,6 @@ import yaml
 
 from evomerge.cli import _load_verbs, cli
 from evomerge.recipe import recipe_from_yaml
-from test_merge_fixtures import tiny_models  # noqa: F401  (fixture)
 
 _load_verbs()
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.merge import MERGE_METHODS, InMemoryMerger, export_recipe, from_mergekit_yaml, to_mergekit_yaml
 from evomerge.recipe import recipe_from_dict
-from test_merge_fixtures import make_tiny_llama, tiny_models  # noqa: F401  (fixture)
+from tiny_llama import make_tiny_llama
 
 ALL_METHODS = ["linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp", "breadcrumbs",
                "breadcrumbs_ties", "della", "della_linear"]

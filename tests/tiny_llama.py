@@ -1,10 +1,10 @@
-"""Tiny random Llama checkpoints for the merge tests (sharded on purpose), used where the zoo does not fit."""
+"""Tiny random Llama checkpoints for the merge tests (sharded on purpose), used where the zoo does not fit;
+the ``tiny_models`` fixture (conftest.py) builds four of them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 
@@ -24,15 +24,3 @@ def make_tiny_llama(out: Path, seed: int, base_state: dict | None = None, noise:
                 p.copy_(base_state[name] + noise * torch.randn(p.shape, generator=g))
     model.save_pretrained(out, max_shard_size=shard)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> dict[str, str]:
-    """``{"base", "a", "b", "c"}`` -> folders of 4-layer random Llamas; a/b/c are noisy copies of base."""
-    root = tmp_path_factory.mktemp("tiny_llama")
-    base = make_tiny_llama(root / "base", 0)
-    out = {"base": str(root / "base")}
-    for i, name in enumerate("abc", start=1):
-        make_tiny_llama(root / name, i, base_state=base)
-        out[name] = str(root / name)
-    return out
