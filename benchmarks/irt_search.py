@@ -70,7 +70,8 @@ def run_row(kind: str, evaluations: int, runs_dir: Path, bank: str | None, seed:
     bank_models = len(ItemBank.load(bank_dir).models) if Path(bank_dir, "bank.json").exists() else 0
     bank_items = bank_models * FULL_ITEMS * n_tasks
     total = sum(per_cand) + bank_items
-    return {"fitness": kind, "seed": seed, "bank_reused": bool(cfg.fitness.get("bank")), "candidates": len(report.records),
+    return {"fitness": kind, "seed": seed, "bank_reused": bool(cfg.fitness.get("bank")),
+            "candidates": len(report.records),
             "items_per_candidate": sum(per_cand) / len(per_cand), "items_total": total, "bank_models": bank_models,
             "bank_items": bank_items, "wall_s": json.loads(timing.read_text())["search_wall_s"],
             "best_search": best["metrics"]["mean"], "best_test": test["mean"], "best_id": best["eval_id"]}

@@ -163,7 +163,8 @@ def main(argv=None) -> None:
     speedup = rows[3][1] / rate_local
     steady = util["run loop, steady-state (optuna tpe)"][0]
     con.print(f"targets: 2 actors vs in-process {speedup:.2f}x (>= 1.6x: {'met' if speedup >= 1.6 else 'NOT met'}); "
-              f"steady-state run loop utilisation {100 * steady:.1f}% (>= 90%: {'met' if steady >= 0.9 else 'NOT met'})")
+              f"steady-state run loop utilisation {100 * steady:.1f}% "
+              f"(>= 90%: {'met' if steady >= 0.9 else 'NOT met'})")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from pydantic import ValidationError
 
 from evomerge.errors import ConfigError, EvomergeError
-from evomerge.locking import file_lock
 from evomerge.fitness.anchors import Anchors, select_anchors
 from evomerge.fitness.cache import EndpointCache
 from evomerge.fitness.config import FitnessConfig
@@ -27,6 +26,7 @@ from evomerge.fitness.evaluator import LMEvalEvaluator
 from evomerge.fitness.irt.bank import ItemBank
 from evomerge.fitness.population import bank_from_results, evaluate_population, space_samples
 from evomerge.fitness.results import ItemResults
+from evomerge.locking import file_lock
 from evomerge.resources import resolve
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,8 @@ class Fitness:
                     self.bank.save(bank_dir)
         self.bank.check_tasks(self.evaluator.task_names, self.evaluator.fingerprint)
         params = {"seed": self.cfg.seed, "items_per_task": self.cfg.items_per_task, **self.cfg.estimator_params}
-        self.anchors = select_anchors(self.bank, self.cfg.anchors, est_cls.first_round(self.cfg.items_per_task, params),
-                                      self.cfg.seed)
+        first = est_cls.first_round(self.cfg.items_per_task, params)
+        self.anchors = select_anchors(self.bank, self.cfg.anchors, first, self.cfg.seed)
         self.estimator = est_cls(self.bank, self.anchors, **params)
         self.tuned = self.estimator.tune()
         log.info("fitness ready: %s on %d anchors (%s), tuned %s", self.cfg.estimator, self.anchors.n_items(),

@@ -174,8 +174,12 @@ def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[
     ckpt = load_latest_checkpoint(run_dir / "checkpoints")
     if ckpt is not None:
         state = ckpt[1]
-        if state.get("version") != CHECKPOINT_VERSION or state.get("config_sha") != ctx.config_sha:
-            raise EvomergeError(f"checkpoint in {run_dir} belongs to another run or version")
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise EvomergeError(f"checkpoint in {run_dir} has format {state.get('version')}, this evomerge reads "
+                                f"{CHECKPOINT_VERSION}: continue it with the evomerge that wrote it, or use a new "
+                                "run dir")
+        if state.get("config_sha") != ctx.config_sha:
+            raise EvomergeError(f"checkpoint in {run_dir} belongs to another run config")
         if state.get("schedule") != schedule:
             raise EvomergeError(f"run {run_dir} was checkpointed with schedule {state.get('schedule')!r}, "
                                 f"not {schedule!r}")
