@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from evomerge.fitness.results import ItemResults
+from evomerge.fsutil import atomic_write
 from evomerge.resources import home
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,4 @@ class EndpointCache:
             return
         p = self._path(model_folder, fingerprint)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(results.to_dict()))
-        os.replace(tmp, p)
+        atomic_write(p, json.dumps(results.to_dict()))

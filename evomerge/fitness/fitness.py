@@ -26,7 +26,7 @@ from evomerge.fitness.evaluator import LMEvalEvaluator
 from evomerge.fitness.irt.bank import ItemBank
 from evomerge.fitness.population import bank_from_results, evaluate_population, space_samples
 from evomerge.fitness.results import ItemResults
-from evomerge.locking import file_lock
+from evomerge.fsutil import file_lock
 from evomerge.resources import resolve
 
 log = logging.getLogger(__name__)

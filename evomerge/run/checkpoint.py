@@ -16,19 +16,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from evomerge.errors import EvomergeError
+from evomerge.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^ckpt-(\d{6,})\.pkl$")
 KEEP = 2
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -55,8 +47,8 @@ def save_checkpoint(folder: str | os.PathLike, step: int, state: dict[str, Any])
     folder.mkdir(parents=True, exist_ok=True)
     data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
     path = folder / f"ckpt-{step:06d}.pkl"
-    _atomic_write(path, data)
-    _atomic_write(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
+    atomic_write(path, data)
+    atomic_write(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest())
     _fsync_dir(folder)
     for _, old in _list(folder)[:-KEEP]:
         old.unlink(missing_ok=True)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from evomerge.errors import EvomergeError
 from evomerge.execution.base import EXECUTORS
+from evomerge.fsutil import atomic_write
 from evomerge.recipe import recipe_from_dict, recipe_to_yaml
 from evomerge.run.loop import worker_spec
 from evomerge.run.report import RunReport
@@ -50,9 +50,7 @@ def save_test_scores(run_dir: str | Path, scores: dict[int, dict[str, float]]) -
     path.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(path.read_text()) if path.exists() else {}
     merged = {int(k): v for k, v in old.items()} | {int(k): v for k, v in scores.items()}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({str(k): v for k, v in sorted(merged.items())}, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps({str(k): v for k, v in sorted(merged.items())}, indent=1))
 
 
 def select(report: RunReport, which: str) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.execution.base import EXECUTORS, CandidateResult, Executor, WorkerSpec
+from evomerge.fsutil import atomic_write
 from evomerge.run.checkpoint import load_latest_checkpoint, save_checkpoint
 from evomerge.run.config import RunConfig, resolve_schedule, run_config_from_dict, validate_run
 from evomerge.run.ledger import Ledger
@@ -69,9 +70,7 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
             raise ConfigError(f"run dir {run_dir} already holds a different run (differs in: {', '.join(diff)}); "
                               "pick another --run-dir or use 'evomerge resume'")
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".config.yaml.tmp"
-    tmp.write_text(cfg.to_yaml())
-    tmp.replace(path)
+    atomic_write(path, cfg.to_yaml())
 
 
 def run_search(cfg: RunConfig, run_dir: Optional[Path] = None, progress: Optional[Progress] = None) -> Path:

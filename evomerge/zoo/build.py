@@ -19,7 +19,7 @@ from transformers.utils import logging as hf_logging
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from evomerge.errors import EvomergeError
-from evomerge.locking import file_lock
+from evomerge.fsutil import file_lock
 from evomerge.resources import home
 from evomerge.zoo.data import heldout_prompts
 from evomerge.zoo.skills import SKILLS, get_skill

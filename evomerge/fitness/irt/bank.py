@@ -6,8 +6,8 @@ one folder. ``check_tasks`` refuses a bank built for another task set with one c
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from evomerge.errors import EvomergeError
+from evomerge.fsutil import atomic_write
 from evomerge.fitness.irt.fit import fit_mirt_2pl, predict_proba
 
 _FORMAT = 1
@@ -103,14 +104,11 @@ class ItemBank:
         meta = {"format": _FORMAT, "tasks": self.tasks, "item_ids": self.item_ids, "models": self.models,
                 "fingerprint": self.fingerprint, "endpoints": self.endpoints,
                 "fit_settings": self.fit_settings}
-        # arrays first, the JSON last, each by rename: a reader that sees bank.json sees a whole bank
-        tmp = folder / f".bank.npz.tmp-{os.getpid()}"
-        with open(tmp, "wb") as fh:
-            np.savez(fh, a=self.a, b=self.b, responses=self.responses, theta=self.theta)
-        os.replace(tmp, folder / "bank.npz")
-        tmp = folder / f".bank.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, folder / "bank.json")
+        # arrays first, the JSON last, each atomically: a reader that sees bank.json sees a whole bank
+        arrays = io.BytesIO()
+        np.savez(arrays, a=self.a, b=self.b, responses=self.responses, theta=self.theta)
+        atomic_write(folder / "bank.npz", arrays.getvalue())
+        atomic_write(folder / "bank.json", json.dumps(meta, indent=1))
         return folder
 
     @classmethod
