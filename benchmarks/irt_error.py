@@ -22,7 +22,7 @@ from scipy.stats import spearmanr
 
 from evomerge.fitness import ESTIMATORS, LMEvalEvaluator, select_anchors
 from evomerge.fitness.cache import EndpointCache
-from evomerge.fitness.population import bank_from_results, evaluate_population, random_recipes
+from evomerge.fitness.population import bank_from_results, evaluate_merges, evaluate_population, random_recipes
 from evomerge.fitness.results import ItemResults
 from evomerge.resources import shipped_dir
 
@@ -67,12 +67,8 @@ def evaluate_all(args, tasks, pop, cands):
             "fingerprint": ev.fingerprint}, default=str))
 
     endpoints = [base] + sources
-    for k, recipe in enumerate(random_recipes(sources, base, args.candidates, seed=12345)):
-        name = f"cand-{k:03d}"
-        if name not in cands:
-            merger.merge_into(recipe, model)
-            cands[name] = ev.evaluate(model, tok)
-            print(f"candidate {k + 1}/{args.candidates}: {cands[name].metrics}", flush=True)
+    held_out = [(f"cand-{k:03d}", r) for k, r in enumerate(random_recipes(sources, base, args.candidates, seed=12345))]
+    cands.update(evaluate_merges(ev, merger, model, tok, held_out, cands, lambda m: print(m, flush=True)))
     save()
     for n in [*range(10, args.population, 10), args.population]:  # saved every 10 members (random merges only)
         grown, endpoints = evaluate_population(ev, merger, model, tok, sources, base, n, seed=0,

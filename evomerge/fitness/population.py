@@ -76,15 +76,26 @@ def evaluate_population(evaluator: LMEvalEvaluator, merger, model, tokenizer, so
             progress(f"endpoint {ref}: {hit.metrics}")
     members = [(f"random-{k:03d}", r) for k, r in enumerate(random_recipes(sources, base, n_random, seed))]
     members += [(f"space-{k:03d}", r) for k, r in enumerate(space_recipes)]
-    for k, (name, recipe) in enumerate(members):
+    results.update(evaluate_merges(evaluator, merger, model, tokenizer, members, known, progress))
+    return results, endpoints
+
+
+def evaluate_merges(evaluator: LMEvalEvaluator, merger, model, tokenizer,
+                    named: Sequence[tuple[str, MergeRecipe]], known: Optional[dict[str, ItemResults]] = None,
+                    progress: Optional[Callable[[str], None]] = None) -> dict[str, ItemResults]:
+    """Full-split results of each ``(name, recipe)``, merged into ``model`` in place; names in ``known`` are
+    taken from it instead of being evaluated again."""
+    known = known or {}
+    results: dict[str, ItemResults] = {}
+    for k, (name, recipe) in enumerate(named):
         if name in known:
             results[name] = known[name]
             continue
         merger.merge_into(recipe, model)
         results[name] = evaluator.evaluate(model, tokenizer)
         if progress:
-            progress(f"population merge {k + 1}/{len(members)} ({name}): {results[name].metrics}")
-    return results, endpoints
+            progress(f"merge {k + 1}/{len(named)} ({name}): {results[name].metrics}")
+    return results
 
 
 def space_samples(space, n: int, seed: int = 0) -> list[MergeRecipe]:
