@@ -22,7 +22,6 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evomerge.errors import ConfigError, EvomergeError
@@ -102,10 +101,20 @@ def stage_config(job: StagedConfig, index: int, run_dir: Path) -> RunConfig:
         log.info("stage %s: best_of %s = candidate %d", stage.name, name, top["eval_id"])
         return top["recipe"]
 
-    data = _deep_merge(read_experiment(stage.experiment), stage.overrides)
-    data = _substitute(data, best)
+    data = _substitute(_stage_data(stage), best)
     data["run_dir"] = None
     return run_config_from_dict(data)
+
+
+def _stage_data(stage: StageConfig) -> dict[str, Any]:
+    """The stage's experiment with its overrides merged in (``best_of`` sources not yet resolved)."""
+    return _deep_merge(read_experiment(stage.experiment), stage.overrides)
+
+
+def _uses_best_of(data: dict[str, Any]) -> bool:
+    found: list[str] = []
+    _substitute(data, lambda name: found.append(name) or {})
+    return bool(found)
 
 
 def check_stages(job: StagedConfig) -> None:
@@ -113,8 +122,7 @@ def check_stages(job: StagedConfig) -> None:
     from evomerge.run.config import validate_run
 
     for i, stage in enumerate(job.stages):
-        data = _deep_merge(read_experiment(stage.experiment), stage.overrides)
-        if "best_of" in yaml.safe_dump(data):
+        if _uses_best_of(_stage_data(stage)):
             continue  # needs an earlier stage's result; checked when it starts
         validate_run(stage_config(job, i, Path(".")))
 
