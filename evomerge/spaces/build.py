@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-
 from evomerge.errors import ConfigError
 from evomerge.resources import resolve
 from evomerge.spaces.base import SearchSpace

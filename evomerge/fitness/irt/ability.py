@@ -38,11 +38,13 @@ def fit_latent(y: np.ndarray, a: np.ndarray, b: np.ndarray, prior_mean: np.ndarr
     k = design.shape[1]
     m = np.asarray(prior_mean, dtype=np.float64).reshape(k)
     prec = np.linalg.inv(np.asarray(prior_cov, dtype=np.float64).reshape(k, k))
-    def log_post(z: np.ndarray) -> float:
-        return float(_log_lik(z[None], y, design, b)[0] - 0.5 * (z - m) @ prec @ (z - m))
+
+    def log_post(zs: np.ndarray) -> np.ndarray:
+        """Unnormalised log posterior of rows of z (S, K)."""
+        return _log_lik(zs, y, design, b) - 0.5 * np.einsum("si,ij,sj->s", zs - m, prec, zs - m)
 
     z = m.copy()
-    current = log_post(z)
+    current = log_post(z[None])[0]
     for _ in range(max_iter):
         p = expit(design @ z - b)
         grad = design.T @ (y - p) - prec @ (z - m)
@@ -52,7 +54,7 @@ def fit_latent(y: np.ndarray, a: np.ndarray, b: np.ndarray, prior_mean: np.ndarr
         # nearly separable, so halve it until the log posterior rises (it is concave, so one always does)
         t = 1.0
         while t > 1e-6:
-            new = log_post(z + t * step)
+            new = log_post((z + t * step)[None])[0]
             if new >= current - 1e-12:
                 break
             t *= 0.5
@@ -69,9 +71,8 @@ def fit_latent(y: np.ndarray, a: np.ndarray, b: np.ndarray, prior_mean: np.ndarr
     # Student-t-like heavier proposal: Laplace covariance inflated, so the weights stay bounded.
     prop_cov = 1.5 * cov
     samples = rng.multivariate_normal(z, prop_cov, size=n_samples)
-    log_post = _log_lik(samples, y, design, b) - 0.5 * np.einsum("si,ij,sj->s", samples - m, prec, samples - m)
     diff = samples - z
     log_prop = -0.5 * np.einsum("si,ij,sj->s", diff, np.linalg.inv(prop_cov), diff)
-    lw = log_post - log_prop
+    lw = log_post(samples) - log_prop
     w = np.exp(lw - lw.max())
     return (w[:, None] * samples).sum(axis=0) / w.sum()
