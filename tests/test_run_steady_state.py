@@ -23,14 +23,12 @@ class TwoSlots(Executor):
         super().__init__(spec, **options)
         self.crash_after = crash_after
         self.worker = build_worker(spec)
-        self.pulled: list[int] = []
 
     def map(self, tasks, split="search"):
         source, flight, done = iter(tasks), [], 0
 
         def pull():
             for key, recipe in source:
-                self.pulled.append(key)
                 flight.append((key, recipe))
                 return
 
