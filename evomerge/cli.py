@@ -41,6 +41,7 @@ _VERB_MODULES = (
     "evomerge.zoo.cli",
     "evomerge.merge.cli",
     "evomerge.run.cli",
+    "evomerge.plan_cli",
 )
 
 

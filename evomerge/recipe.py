@@ -68,13 +68,15 @@ class Override(_Strict):
             raise ValueError(f"layer range {list(v)} must satisfy 0 <= start < end")
         return v
 
-    def matches(self, model: str, tensor_name: str) -> bool:
+    def matches(self, model: str, tensor_name: str, layer: Optional[int] | str = "from_name") -> bool:
+        """Whether this override applies to (model, tensor); ``layer`` is the tensor's block index from the
+        architecture's block list (``evomerge.models.arch``), by default guessed from a ``layers.N`` name."""
         if self.model is not None and self.model != model:
             return False
         if self.modules is not None and not any(m in tensor_name for m in self.modules):
             return False
         if self.layers is not None:
-            idx = layer_index(tensor_name)
+            idx = layer_index(tensor_name) if layer == "from_name" else layer
             if idx is None:
                 return self.modules is not None  # explicit module filter on a non-layer tensor
             return self.layers[0] <= idx < self.layers[1]
@@ -109,22 +111,23 @@ class MergeRecipe(_Strict):
         """Every model path the recipe reads, base first."""
         return ([self.base] if self.base else []) + [m.model for m in self.models if m.model != self.base]
 
-    def resolve_params(self, model: str, tensor_name: str) -> dict[str, ParamValue]:
-        """The method parameters in force for one source model and one tensor."""
+    def resolve_params(self, model: str, tensor_name: str,
+                       layer: Optional[int] | str = "from_name") -> dict[str, ParamValue]:
+        """The method parameters in force for one source model and one tensor (in block ``layer``)."""
         out = dict(self.params)
         for m in self.models:
             if m.model == model:
                 out.update(m.params)
         for ov in self.overrides:
-            if ov.matches(model, tensor_name):
+            if ov.matches(model, tensor_name, layer):
                 out.update(ov.params)
         return out
 
-    def global_params(self, tensor_name: str) -> dict[str, ParamValue]:
+    def global_params(self, tensor_name: str, layer: Optional[int] | str = "from_name") -> dict[str, ParamValue]:
         """Method parameters that do not depend on the source model (overrides without ``model``)."""
         out = dict(self.params)
         for ov in self.overrides:
-            if ov.model is None and ov.matches("", tensor_name):
+            if ov.model is None and ov.matches("", tensor_name, layer):
                 out.update(ov.params)
         return out
 

@@ -124,9 +124,13 @@ class SourceModels:
     def _load(self, src: Source) -> PreTrainedModel:
         folder = source_folder(src)
         log.info("loading data-flow source %s", folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype(self.dtype)).to(self.device)
-        if isinstance(src, MergeRecipe):
+        if isinstance(src, MergeRecipe):  # merged weights: a model of its own
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype(self.dtype)).to(self.device)
             _merge_nested(src, model, self.device, self.dtype)
+        else:  # the node's one mapped copy of the checkpoint (see evomerge.models.live.load_mapped)
+            from evomerge.models.live import load_mapped
+
+            model = load_mapped(src, torch_dtype(self.dtype), self.device)
         model.eval().requires_grad_(False)
         return model
 

@@ -40,12 +40,16 @@ class LMEvalWorker(Worker):
         if not spec.sources:
             raise EvomergeError("the lm_eval worker needs source models")
         self.cfg = cfg
-        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto"
-                                   else cfg.device)
-        dtype = getattr(torch, cfg.dtype)
-        self.merger = InMemoryMerger(spec.sources, device=self.device, dtype=dtype)
+        n_gpus = torch.cuda.device_count() if cfg.device == "auto" else 0
+        self.device = torch.device(("cuda" if n_gpus else "cpu") if cfg.device == "auto" else cfg.device)
+        self.merger = InMemoryMerger(spec.sources, device=self.device, cache_budget=cfg.cache_budget,
+                                     dtype=None if cfg.dtype == "auto" else getattr(torch, cfg.dtype))
+        dtype = self.merger.dtype  # the live model's: the sources' unless the config says otherwise
         lead = resolve_model(spec.base or spec.sources[0])
-        self.model = AutoModelForCausalLM.from_pretrained(lead, dtype=dtype).to(self.device).eval()
+        if n_gpus > 1:  # one candidate over every GPU this worker was given (layers placed by accelerate)
+            self.model = AutoModelForCausalLM.from_pretrained(lead, dtype=dtype, device_map="auto").eval()
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(lead, dtype=dtype, device_map=str(self.device)).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(lead)
         self.size = (int(self.model.config.num_hidden_layers), sum(p.numel() for p in self.model.parameters()))
         self.path_sources = None  # data-flow sources, loaded on the first data-flow recipe

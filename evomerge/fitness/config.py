@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -44,9 +44,14 @@ class FitnessConfig(BaseModel):
                                      "(the rest: random linear / task-arithmetic / TIES merges of the sources)")
     cache_endpoints: bool = True
     seed: int = 0
-    # where the worker holds the live model: "auto" = the GPU Ray (or CUDA_VISIBLE_DEVICES) gave it, else CPU
+    # where the worker holds the live model: "auto" = the GPU(s) Ray (or CUDA_VISIBLE_DEVICES) gave it (a model
+    # spread over all of them when there are several), else CPU
     device: str = "auto"
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    # the live model's dtype ("auto": the sources'); the merge math is float32 whatever it is
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    # bytes the merger may keep for task vectors / magnitude histograms / DELLA ranks across candidates:
+    # "auto" (a quarter of the memory free at start), 0, "unlimited", or a size such as "8GB"
+    cache_budget: Union[int, str] = "auto"
 
     @field_validator("tasks")
     @classmethod

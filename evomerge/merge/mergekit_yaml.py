@@ -17,7 +17,7 @@ import yaml
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.merge.plan import input_models, resolve_tensor_params, validate_recipe
 from evomerge.models.paths import resolve_model
-from evomerge.recipe import MergeRecipe, layer_index, recipe_from_dict
+from evomerge.recipe import MergeRecipe, recipe_from_dict
 from evomerge.yaml_io import read_yaml_text_or_file
 
 _MK_TO_OURS = {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp", "breadcrumbs",
@@ -39,7 +39,7 @@ def to_mergekit_yaml(recipe: MergeRecipe, resolve_refs: bool = True) -> str:
     shared_names = [p.name for p in method.params if p.scope == "global"]
     model_names = [p.name for p in method.params if p.scope == "model"]
     if not recipe.overrides:
-        p = resolve_tensor_params(recipe, method, models, "")
+        p = resolve_tensor_params(recipe, method, models, "", None)
         cfg["models"] = [{"model": ref(m), "parameters": {k: p.per_model[k][i] for k in model_names}}
                          for i, m in enumerate(models)]
         if shared_names:
@@ -52,12 +52,8 @@ def to_mergekit_yaml(recipe: MergeRecipe, resolve_refs: bool = True) -> str:
     return yaml.dump(cfg, Dumper=_NoAliasDumper, sort_keys=False)
 
 
-def _lead_names(recipe: MergeRecipe, models: list[str], base: Optional[str]) -> tuple[list[str], int]:
-    from evomerge.models.compat import num_layers
-    from evomerge.models.safetensors_io import LazyCheckpoint
-
-    ck = LazyCheckpoint(base or models[0])
-    return ck.names(), num_layers(ck)
+def _lead_names(recipe: MergeRecipe, models: list[str], base: Optional[str]):
+    return _names_of(base or models[0])
 
 
 def _setting(entries: list[tuple[str, Any]]) -> Any:
@@ -77,11 +73,12 @@ class _NoAliasDumper(yaml.SafeDumper):
 
 
 def _slices(recipe, method, models, base, ref, shared_names, model_names) -> list[dict]:
-    names, n_layers = _lead_names(recipe, models, base)
+    names, layout = _lead_names(recipe, models, base)
+    n_layers = layout.num_layers
     by_layer: dict[int, list[str]] = {}
     outside: list[str] = []
     for n in names:
-        i = layer_index(n)
+        i = layout.layer_of(n)
         (outside if i is None else by_layer.setdefault(i, [])).append(n)
 
     def spec(tensors: list[str], full: bool, layer: int = -1) -> dict:
@@ -89,8 +86,8 @@ def _slices(recipe, method, models, base, ref, shared_names, model_names) -> lis
         shared: dict[str, list] = {k: [] for k in shared_names}
         per: dict[str, dict[str, list]] = {m: {k: [] for k in model_names} for m in models}
         for t in sorted(tensors):
-            filt = t if full else "." + t.split(f"layers.{layer}.", 1)[1]
-            p = resolve_tensor_params(recipe, method, models, t)
+            filt = t if full else "." + t.split(f"{layout.prefix}.{layer}.", 1)[1]
+            p = resolve_tensor_params(recipe, method, models, t, layout.layer_of(t))
             for k in shared_names:
                 shared[k].append((filt, p.shared[k]))
             for i, m in enumerate(models):
@@ -155,11 +152,12 @@ def from_mergekit_yaml(text: str) -> MergeRecipe:
         slices = None
     else:
         raise ConfigError("mergekit config has neither models nor slices")
-    names, n_layers = _names_of(lead)
+    names, layout = _names_of(lead)
+    n_layers = layout.num_layers
     if slices is None:
         slices = [{"sources": [{"model": m["model"], "layer_range": [0, n_layers], "parameters": m.get("parameters")}
                                for m in cfg["models"]]}]
-    non_layer = [n for n in names if layer_index(n) is None]
+    non_layer = [n for n in names if layout.layer_of(n) is None]
     pre = [n for n in non_layer if "embed" in n]
     post = [n for n in non_layer if n not in pre]
     if slices[-1]["sources"][0]["layer_range"][1] != n_layers:
@@ -221,12 +219,13 @@ def _is_scalar(v) -> bool:
     return isinstance(v, (bool, int, float, str))
 
 
-def _names_of(ref: str) -> tuple[list[str], int]:
-    from evomerge.models.compat import num_layers
-    from evomerge.models.safetensors_io import LazyCheckpoint
+def _names_of(ref: str):
+    """Tensor names and block layout of a model folder (headers only)."""
+    from evomerge.models.compat import layout_of
+    from evomerge.models.safetensors_io import open_checkpoint
 
-    ck = LazyCheckpoint(ref)
-    return ck.names(), num_layers(ck)
+    ck = open_checkpoint(ref)
+    return ck.names(), layout_of(ck)
 
 
 def _check_slices(slices: list[dict]) -> None:

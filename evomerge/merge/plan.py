@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional
 
 from evomerge.errors import ConfigError
+from evomerge.models.arch import BlockLayout
 from evomerge.merge.registry import MergeMethod, TensorParams, get_method
 from evomerge.recipe import MergeRecipe
 
@@ -54,26 +55,31 @@ def validate_recipe(recipe: MergeRecipe) -> type[MergeMethod]:
     return method
 
 
-def check_layers(recipe: MergeRecipe, n_layers: int) -> None:
+def check_layers(recipe: MergeRecipe, layout: BlockLayout) -> None:
+    """Refuse per-layer overrides the model's block list cannot honour (no blocks, or fewer than named)."""
     for i, ov in enumerate(recipe.overrides):
-        if ov.layers is not None and ov.layers[1] > n_layers:
-            raise ConfigError(
-                f"overrides[{i}]: layer range {list(ov.layers)} is outside the model ({n_layers} layers: 0..{n_layers})"
-            )
+        if ov.layers is None:
+            continue
+        if layout.prefix is None:
+            raise ConfigError(f"overrides[{i}]: layer range {list(ov.layers)} given, but the model has no block "
+                              "list evomerge can find (per-layer recipes need one)")
+        if ov.layers[1] > layout.num_layers:
+            raise ConfigError(f"overrides[{i}]: layer range {list(ov.layers)} is outside the model "
+                              f"({layout.num_layers} layers: {layout.prefix}.0..{layout.num_layers - 1})")
 
 
 def resolve_tensor_params(
-    recipe: MergeRecipe, method: type[MergeMethod], models: list[str], tensor: str
+    recipe: MergeRecipe, method: type[MergeMethod], models: list[str], tensor: str, layer: Optional[int]
 ) -> TensorParams:
-    """Shared and per-model parameter values for one tensor, defaults filled in and checked."""
-    shared_raw = recipe.global_params(tensor)
+    """Shared and per-model parameter values for one tensor (in block ``layer``), defaults filled in, checked."""
+    shared_raw = recipe.global_params(tensor, layer)
     shared = {}
     for spec in method.params:
         if spec.scope == "global":
             shared[spec.name] = spec.type(shared_raw[spec.name]) if spec.name in shared_raw else spec.default
     per_model: dict[str, list] = {s.name: [] for s in method.params if s.scope == "model"}
     for model in models:
-        raw = recipe.resolve_params(model, tensor)
+        raw = recipe.resolve_params(model, tensor, layer)
         for spec in method.params:
             if spec.scope == "model":
                 per_model[spec.name].append(spec.type(raw[spec.name]) if spec.name in raw else spec.default)
@@ -92,6 +98,42 @@ def _check_combinations(recipe, method, models, tensor, p: TensorParams) -> None
 
 
 def plan_params(recipe: MergeRecipe, method: type[MergeMethod], models: list[str],
-                tensors: Iterable[str]) -> dict[str, TensorParams]:
+                tensors: Iterable[str], layout: BlockLayout) -> dict[str, TensorParams]:
     """Resolve every tensor up front, so that a bad combination fails before any compute."""
-    return {t: resolve_tensor_params(recipe, method, models, t) for t in tensors}
+    return {t: resolve_tensor_params(recipe, method, models, t, layout.layer_of(t)) for t in tensors}
+
+
+class MergePlan:
+    """A checked recipe over opened checkpoints: every tensor's parameters resolved, ready to merge tensor by
+    tensor through the engine. Built per candidate (cheap: headers are already read)."""
+
+    def __init__(self, recipe: MergeRecipe, ckpts: dict):
+        from evomerge.models.compat import layout_of
+
+        method_cls = validate_recipe(recipe)
+        self.recipe = recipe
+        self.models = input_models(recipe, method_cls)
+        self.base = recipe.base if method_cls.needs_base else None
+        missing = [m for m in self.models + ([self.base] if self.base else []) if m not in ckpts]
+        if missing:
+            raise ConfigError(f"recipe names model(s) the merger does not hold: {', '.join(missing)} "
+                              f"(held: {', '.join(ckpts)})")
+        self.ckpts = ckpts
+        self.lead = ckpts[self.base or self.models[0]]
+        self.layout = layout_of(self.lead)
+        check_layers(recipe, self.layout)
+        self.names = self.lead.ordered_names()
+        self.params = plan_params(recipe, method_cls, self.models, self.names, self.layout)
+        self.method = method_cls()
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.lead.shape(name)
+
+    def merge(self, name: str, write, workspace, cache) -> None:
+        """Merge tensor ``name``; ``write(r0, r1, float32_rows)`` gets each chunk (see ``engine.merge_tensor``)."""
+        from evomerge.merge.engine import merge_tensor
+
+        base = self.ckpts[self.base].view(name) if self.base else None
+        merge_tensor(self.method, self.params[name], name, self.models, base,
+                     [self.ckpts[m].view(name) for m in self.models], write, workspace, cache,
+                     seed=self.recipe.seed, cache_scope=self.base or "")

@@ -1,14 +1,13 @@
 """Merge-method plugins: a typed parameter spec, the per-tensor interface, and the ``@merge_method`` decorator.
 
 A method is a class with a ``params`` tuple of :class:`ParamSpec` and a ``merge_tensor`` that writes one merged
-tensor into a caller-provided buffer. Both execution paths (in-memory and streaming export) call the same
-``merge_tensor`` with the same inputs, so they produce identical tensors.
+chunk of a tensor into a caller-provided buffer (see :mod:`evomerge.merge.engine`). Both execution paths
+(in-memory and streaming export) run the same engine with the same chunks, so they produce identical tensors.
 """
 
 from __future__ import annotations
 
 import math
-import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Literal, Optional
@@ -16,6 +15,7 @@ from typing import Any, Callable, ClassVar, Literal, Optional
 import torch
 
 from evomerge.errors import ConfigError
+from evomerge.merge.engine import TensorInputs
 from evomerge.registry import Registry
 
 MERGE_METHODS: Registry[type["MergeMethod"]] = Registry(
@@ -60,47 +60,6 @@ class ParamSpec:
 
 
 @dataclass
-class TensorInputs:
-    """The inputs of one output tensor. ``sources``/``deltas`` are stacked ``[n_models, *shape]`` in the
-    recipe's model order; ``deltas = sources - base``. Either may be computed lazily by the provider.
-
-    ``cache`` holds per-(source, tensor) derived data that does not depend on the recipe (e.g. magnitude sort
-    orders); the in-memory merger keeps it between candidates, the export path uses a fresh one.
-    """
-
-    name: str
-    models: list[str]
-    base: Optional[torch.Tensor]
-    get_sources: Callable[[], torch.Tensor]
-    get_deltas: Callable[[], torch.Tensor]
-    seed: int = 0
-    cache: dict = field(default_factory=dict)
-    workspace: dict = field(default_factory=dict)
-
-    @property
-    def sources(self) -> torch.Tensor:
-        return self.get_sources()
-
-    @property
-    def deltas(self) -> torch.Tensor:
-        return self.get_deltas()
-
-    def generator(self, model: str) -> torch.Generator:
-        """A generator seeded by (recipe seed, model, tensor): identical draws on every path and order."""
-        g = torch.Generator(device=self.base.device if self.base is not None else "cpu")
-        g.manual_seed(zlib.crc32(f"{self.seed}\0{model}\0{self.name}".encode()))
-        return g
-
-    def buffer(self, key: str, shape, dtype: torch.dtype, device) -> torch.Tensor:
-        """A reusable scratch tensor (contents undefined), so repeated merges do not reallocate."""
-        k = (key, tuple(shape), dtype, str(device))
-        buf = self.workspace.get(k)
-        if buf is None:
-            buf = self.workspace[k] = torch.empty(tuple(shape), dtype=dtype, device=device)
-        return buf
-
-
-@dataclass
 class TensorParams:
     """Resolved parameters for one tensor: ``shared[name]`` and ``per_model[name][i]`` (recipe model order)."""
 
@@ -126,7 +85,12 @@ class MergeMethod(ABC):
 
     @abstractmethod
     def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
-        """Write the merged tensor into ``out`` (same shape as the inputs)."""
+        """Write the merged chunk into ``out`` (``[rows, cols]``, like ``x.base``); see ``TensorInputs``."""
+
+    def whole_tensor(self, shape) -> bool:
+        """True if this method must see the tensor of this shape in one chunk (statistics inside rows of a
+        >2-D tensor, say). Chunks depend on the shape alone, so both merge paths agree."""
+        return False
 
 
 def merge_method(name: str) -> Callable[[type[MergeMethod]], type[MergeMethod]]:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from evomerge.errors import EvomergeError
 from evomerge.models.safetensors_io import LazyCheckpoint
-from evomerge.recipe import layer_index
+from evomerge.models.arch import BlockLayout, block_layout
+
+
+def layout_of(ckpt: LazyCheckpoint) -> BlockLayout:
+    """The checkpoint's block list (see :mod:`evomerge.models.arch`)."""
+    return block_layout(ckpt.names(), ckpt.config)
 
 
 def num_layers(ckpt: LazyCheckpoint) -> int:
-    """Decoder layer count: ``num_hidden_layers`` of the config, else counted from tensor names."""
-    cfg = ckpt.config
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        if isinstance(cfg.get(key), int):
-            return cfg[key]
-    idx = [layer_index(n) for n in ckpt.names()]
-    return max((i for i in idx if i is not None), default=-1) + 1
+    """Number of blocks (decoder layers) of the checkpoint's block list (0 if it has none)."""
+    return layout_of(ckpt).num_layers
 
 
 def check_compatible(ckpts: list[LazyCheckpoint]) -> None:

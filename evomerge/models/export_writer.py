@@ -1,5 +1,6 @@
 """Streaming writer of a standard HF checkpoint folder: ``model-0000X-of-0000N.safetensors`` shards of bounded
-size plus ``model.safetensors.index.json``; and copying of config/tokenizer files from a source folder."""
+size plus ``model.safetensors.index.json`` (tensor bytes go straight to disk); and copying of config/tokenizer
+files from a source folder."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from safetensors.torch import save_file
 
 from evomerge.errors import EvomergeError
 
@@ -38,49 +38,87 @@ def parse_size(size: str | int) -> int:
     return value
 
 
-class ShardedWriter:
-    """Add tensors one at a time; a shard is written when adding the next tensor would exceed ``max_bytes``.
-    Only the current shard is held in memory. ``finish()`` renames shards to ``-of-N`` and writes the index."""
+_ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+              torch.bool: "BOOL"}
 
-    def __init__(self, out_dir: Path, max_bytes: int):
+
+class ShardedWriter:
+    """Writes a standard sharded HF checkpoint whose tensors (names, shapes, dtypes) are known up front, streaming
+    each tensor's bytes to its shard file as it is produced: nothing is held beyond the tensor being written.
+
+    Shards are planned greedily up to ``max_bytes`` (``model-0000i-of-0000N.safetensors``, ``.partial`` until
+    ``finish()``), each file's header written first, then the data in the planned order;
+    ``model.safetensors.index.json`` lists them."""
+
+    def __init__(self, out_dir: Path, max_bytes: int, layout: list[tuple[str, tuple[int, ...], torch.dtype]]):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.max_bytes = max_bytes
-        self._current: dict[str, torch.Tensor] = {}
-        self._current_bytes = 0
-        self._shards: list[tuple[Path, list[str]]] = []
-        self.total_bytes = 0
+        shards: list[list[tuple[str, tuple[int, ...], torch.dtype, int]]] = [[]]
+        size = 0
+        for name, shape, dtype in layout:
+            nbytes = dtype.itemsize
+            for d in shape:
+                nbytes *= int(d)
+            if shards[-1] and size + nbytes > max_bytes:
+                shards.append([])
+                size = 0
+            shards[-1].append((name, tuple(shape), dtype, nbytes))
+            size += nbytes
+        n = len(shards)
+        self._plan = shards
+        self._paths = [self.out_dir / f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+        self._shard_of = {e[0]: i for i, sh in enumerate(shards) for e in sh}
+        self._next = [e[0] for sh in shards for e in sh]
+        self._pos = 0
+        self._file = None
+        self._open_shard = -1
+        self.total_bytes = sum(e[3] for sh in shards for e in sh)
+
+    def _open(self, i: int) -> None:
+        if self._file is not None:
+            self._file.close()
+        header: dict = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for name, shape, dtype, nbytes in self._plan[i]:
+            header[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        self._file = open(self._paths[i].with_suffix(".safetensors.partial"), "wb")
+        self._file.write(len(raw).to_bytes(8, "little") + raw)
+        self._open_shard = i
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
-        nbytes = tensor.numel() * tensor.element_size()
-        if self._current and self._current_bytes + nbytes > self.max_bytes:
-            self._flush()
-        self._current[name] = tensor.contiguous()
-        self._current_bytes += nbytes
-        self.total_bytes += nbytes
-
-    def _flush(self) -> None:
-        if not self._current:
-            return
-        path = self.out_dir / f"model-{len(self._shards) + 1:05d}.safetensors.partial"
-        save_file(self._current, str(path), metadata={"format": "pt"})
-        self._shards.append((path, list(self._current)))
-        self._current = {}
-        self._current_bytes = 0
+        """Write the next tensor of the planned order (a CPU tensor of the planned shape and dtype)."""
+        if self._pos >= len(self._next) or self._next[self._pos] != name:
+            want = self._next[self._pos] if self._pos < len(self._next) else "nothing"
+            raise EvomergeError(f"export writer expected {want}, got {name}")
+        i = self._shard_of[name]
+        _, shape, dtype, _ = self._plan[i][[e[0] for e in self._plan[i]].index(name)]
+        if tuple(tensor.shape) != shape or tensor.dtype != dtype:
+            raise EvomergeError(f"export writer: {name} is {list(tensor.shape)} {tensor.dtype}, planned "
+                                f"{list(shape)} {dtype}")
+        if i != self._open_shard:
+            self._open(i)
+        flat = tensor.detach().contiguous().reshape(-1)
+        if flat.numel():
+            self._file.write(flat.view(torch.uint8).numpy().data)
+        self._pos += 1
 
     def finish(self) -> list[Path]:
-        self._flush()
-        n = len(self._shards)
+        if self._pos != len(self._next):
+            raise EvomergeError(f"export writer: {len(self._next) - self._pos} planned tensor(s) never written")
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         weight_map: dict[str, str] = {}
-        final = []
-        for i, (path, names) in enumerate(self._shards, start=1):
-            target = self.out_dir / f"model-{i:05d}-of-{n:05d}.safetensors"
-            path.replace(target)
-            final.append(target)
-            weight_map.update({name: target.name for name in names})
+        for path, shard in zip(self._paths, self._plan):
+            path.with_suffix(".safetensors.partial").replace(path)
+            weight_map.update({e[0]: path.name for e in shard})
         index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
         (self.out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-        return final
+        return list(self._paths)
 
 
 def copy_model_files(src: Path, out_dir: Path, dtype: Optional[torch.dtype] = None) -> None:

@@ -63,6 +63,9 @@ def run_cmd(config: str, run_dir: Optional[Path]) -> None:
                 run_search(cfg, stage_dir, progress=on_event)
         click.echo(f"staged job finished: {run_dir}  (evomerge status {run_dir}/{job.stages[-1].name})")
         return
+    from evomerge.plan import plan_job
+
+    plan_job(job)  # a job that cannot fit on this node stops here, before any compute
     run_dir = run_dir or default_run_dir(job)
     with progress_reporter(job.budget.evaluations, job.directions[0] == "maximize") as on_event:
         run_search(job, run_dir, progress=on_event)

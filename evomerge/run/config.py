@@ -78,6 +78,9 @@ class RunConfig(_Strict):
     budget: Optional[BudgetConfig] = None
     executor: ExecutorConfig = ExecutorConfig()
     run_dir: Optional[str] = None
+    # config.json fields of the models (model_type, hidden_size, ...): lets `evomerge plan` size a job whose
+    # models are not on this machine; ignored when they are
+    architecture: Optional[dict[str, Any]] = None
 
     @model_validator(mode="after")
     def _check(self):

@@ -14,17 +14,21 @@ keeps entries with rank-dependent probability in [density - eps, density + eps] 
 ``rescale`` the kept entries are scaled so the L1 norm of d_i is preserved (mergekit's convention; in
 expectation the same as the papers' 1/density).
 
-Magnitude orders and DELLA ranks depend only on the source and tensor, so they are cached in
-``TensorInputs.cache`` (kept across candidates by the in-memory merger).
+Tensors arrive in chunks (see :mod:`evomerge.merge.engine`). The top-k by magnitude is a per-candidate
+k-th value found by an exact radix select over the chunks (no per-entry ranks are stored); rescaling uses the
+whole tensor's L1 norms from one statistics pass that draws the same random masks. The magnitude histograms,
+task vectors and DELLA ranks depend only on the sources, so they go to the budgeted cache.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar, Optional
 
+import numpy as np
 import torch
 
-from evomerge.merge.registry import MergeMethod, ParamSpec, TensorInputs, TensorParams
+from evomerge.merge.engine import TensorInputs
+from evomerge.merge.registry import MergeMethod, ParamSpec, TensorParams
 
 _EPS = 1e-7
 
@@ -44,80 +48,107 @@ def rescale_param(default: bool) -> ParamSpec:
     return ParamSpec("rescale", bool, default, scope="global", doc="keep the L1 norm of each sparsified delta")
 
 
-def _rescaled(delta: torch.Tensor, mask: torch.Tensor, rescale: bool) -> torch.Tensor:
-    masked = delta * mask
-    if not rescale:
-        return masked
-    before = delta.abs().sum()
-    after = masked.abs().sum()
-    if before < _EPS or after < _EPS:
-        return masked
-    return masked * (before / after)
+def _l1_factors(x: TensorInputs, mask_of) -> list[float]:
+    """Per source, ``sum |d_i| / sum |mask_i * d_i|`` over the whole tensor (1.0 where either is ~0): the factor
+    that keeps each sparsified task vector's L1 norm (one pass over the chunks, the same masks drawn)."""
+    n = len(x.models)
+    before = [0.0] * n
+    after = [0.0] * n
+    for chunk in x.chunks():
+        for i in range(n):
+            d = chunk.delta(i)
+            before[i] += float(d.abs().sum(dtype=torch.float64))
+            after[i] += float((d * mask_of(chunk, i, d)).abs().sum(dtype=torch.float64))
+    return [b / a if b >= _EPS and a >= _EPS else 1.0 for b, a in zip(before, after)]
 
 
-def _cached(x: TensorInputs, key, make):
-    val = x.cache.get(key)
-    if val is None:
-        val = x.cache[key] = make()
-    return val
+def _abs_bits(delta: torch.Tensor) -> torch.Tensor:
+    """|delta| as int32 bit patterns: for non-negative floats the integer order is the float order."""
+    return delta.abs().view(torch.int32)
 
 
-def _ranks(order: torch.Tensor) -> torch.Tensor:
-    """Inverse permutation: ``rank[order[j]] = j`` (int32), so ``rank < k`` selects exactly ``order[:k]``."""
-    rank = torch.empty(order.numel(), dtype=torch.int32, device=order.device)
-    rank[order] = torch.arange(order.numel(), dtype=torch.int32, device=order.device)
-    return rank
+def _top_count(x: TensorInputs, i: int, k: int) -> tuple[int, int, int]:
+    """Where the k largest |delta_i| end: ``(value_bits, need, n_equal)``: every entry above the value is among
+    them, plus the first ``need`` (in index order) of the ``n_equal`` entries equal to it. A two-pass radix
+    select over the chunks (the high 16 bits, then the low 16 bits inside one bucket): exact, O(chunk) memory;
+    the first pass's histogram is cached."""
+    def high_hist() -> torch.Tensor:
+        h = torch.zeros(1 << 15, dtype=torch.int64, device=x.device)  # sign bit is 0: 15 high bits
+        for chunk in x.chunks():
+            h += torch.bincount((_abs_bits(chunk.delta(i)) >> 16).reshape(-1), minlength=1 << 15)
+        return h
+
+    # cached for tensors of several chunks (a small tensor's histogram would outweigh the tensor)
+    hist = x.cache(("maghist", x.models[i]), high_hist, 1) if x.shape_numel > (1 << 20) else high_hist()
+    bucket, above, _ = _from_top(hist.cpu().numpy(), k)
+    low = torch.zeros(1 << 16, dtype=torch.int64, device=x.device)
+    for chunk in x.chunks():
+        bits = _abs_bits(chunk.delta(i)).reshape(-1)
+        low += torch.bincount(bits[(bits >> 16) == bucket] & 0xFFFF, minlength=1 << 16)
+    lo, greater, n_equal = _from_top(low.cpu().numpy(), k - above)
+    return (bucket << 16) | lo, k - above - greater, n_equal
 
 
-def sparsify_magnitude(x: TensorInputs, i: int, delta: torch.Tensor, density: float, rescale: bool):
-    """Keep the top ``k = max(1, int(density * n))`` entries by |delta| (the same set as mergekit's
-    ``argsort(descending)[:k]``; the cached rank makes it one comparison per candidate)."""
-    if density >= 1:
-        return delta
-    n = delta.numel()
-    k = max(1, int(density * n))
-    rank = _cached(x, ("mag_desc", x.models[i]),
-                   lambda: _ranks(torch.argsort(delta.abs().reshape(-1).float(), descending=True)))
-    mask = (rank < k).view_as(delta)
-    return _rescaled(delta, mask, rescale)
+def _from_top(hist: np.ndarray, k: int) -> tuple[int, int, int]:
+    """The bin holding the k-th largest entry, the count of entries in higher bins, and the bin's count."""
+    from_top = np.cumsum(hist[::-1])
+    j = int(np.searchsorted(from_top, k))
+    b = len(hist) - 1 - j
+    return b, int(from_top[j] - hist[b]), int(hist[b])
 
 
-def sparsify_outliers(x: TensorInputs, i: int, delta, density: float, rescale: bool, gamma: float):
+def _in_top(x: TensorInputs, i: int, bits: torch.Tensor, k: int) -> torch.Tensor:
+    """Mask of this chunk's entries among the k largest |delta_i| of the whole tensor (ties: lower index first)."""
+    if k <= 0:
+        return torch.zeros_like(bits, dtype=torch.bool)
+    if k >= x.shape_numel:
+        return torch.ones_like(bits, dtype=torch.bool)
+    value, need, n_equal = x.stat(("top", i, k), lambda: _top_count(x, i, k))
+    if need == n_equal:
+        return bits >= value
+    keep = bits > value
+    carry_key = ("tie_carry", x.pass_id, i, k)
+    seen = x.stats.get(carry_key, 0)
+    if seen < need:  # the next (need - seen) entries equal to the value, in index order, are kept
+        ties = torch.nonzero((bits == value).view(-1)).squeeze(1)
+        keep.view(-1)[ties[: need - seen]] = True
+        x.stats[carry_key] = seen + ties.numel()
+    return keep
+
+
+def _magnitude_mask(x: TensorInputs, i: int, delta: torch.Tensor, density: float) -> torch.Tensor:
+    k = max(1, int(density * x.shape_numel))
+    return _in_top(x, i, _abs_bits(delta), k).to(delta.dtype)
+
+
+def _outlier_mask(x: TensorInputs, i: int, delta: torch.Tensor, density: float, gamma: float) -> torch.Tensor:
     """Drop the ``gamma`` fraction of largest |delta| and then the smallest, keeping ``int(density * n)``."""
-    if density >= 1:
-        return delta
-    n = delta.numel()
+    n = x.shape_numel
     target = int(density * n)
     n_bot = max(0, n - target - int(gamma * n))
-    rank = _cached(x, ("mag_asc", x.models[i]),
-                   lambda: _ranks(torch.sort(delta.abs().reshape(-1).float(), descending=False).indices))
-    mask = ((rank >= n_bot) & (rank < n_bot + target)).view_as(delta)
-    return _rescaled(delta, mask, rescale)
+    bits = _abs_bits(delta)
+    keep = _in_top(x, i, bits, n - n_bot) & ~_in_top(x, i, bits, n - n_bot - target)
+    return keep.to(delta.dtype)
 
 
-def sparsify_random(x: TensorInputs, i: int, delta, density: float, rescale: bool):
-    if density >= 1:
-        return delta
-    probs = x.buffer("probs", delta.shape, torch.float32, delta.device).fill_(density)
-    mask = torch.bernoulli(probs, generator=x.generator(x.models[i])).to(delta.dtype)
-    return _rescaled(delta, mask, rescale)
+def _random_mask(x: TensorInputs, i: int, delta: torch.Tensor, density: float) -> torch.Tensor:
+    probs = x.buffer("probs", delta.shape, torch.float32).fill_(density)
+    return torch.bernoulli(probs, generator=x.generator(x.models[i])).to(delta.dtype)
 
 
 def _della_rank_norm(delta: torch.Tensor) -> torch.Tensor:
+    """Per row, the magnitude rank of each entry scaled to [0, 1]."""
     rows = delta.reshape(1, -1) if delta.dim() < 2 else delta.reshape(delta.shape[0], -1)
     ranks = rows.abs().argsort(dim=1).argsort(dim=1).float() + 1
     lo = ranks.min(dim=1, keepdim=True).values
     hi = ranks.max(dim=1, keepdim=True).values
-    return ((ranks - lo) / (hi - lo)).clamp(0, 1)
+    return ((ranks - lo) / (hi - lo)).clamp(0, 1).view_as(delta)
 
 
-def sparsify_della(x: TensorInputs, i: int, delta, density: float, rescale: bool, epsilon: float):
-    if density >= 1:
-        return delta
-    rank_norm = _cached(x, ("della_rank", x.models[i]), lambda: _della_rank_norm(delta))
+def _della_mask(x: TensorInputs, i: int, delta: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
+    rank_norm = x.cache(("della_rank", x.models[i], x.rows[0]), lambda: _della_rank_norm(delta))
     probs = (density - epsilon) + rank_norm * (2 * epsilon)
-    mask = torch.bernoulli(probs, generator=x.generator(x.models[i])).to(delta.dtype)
-    return _rescaled(delta, mask.view_as(delta), rescale)
+    return torch.bernoulli(probs, generator=x.generator(x.models[i])).to(delta.dtype)
 
 
 class TaskArithmeticFamily(MergeMethod):
@@ -126,19 +157,32 @@ class TaskArithmeticFamily(MergeMethod):
     sparsifier: ClassVar[Optional[str]] = None  # magnitude | random | outliers | della
     consensus: ClassVar[bool] = False
 
-    def _sparsify(self, x: TensorInputs, i: int, delta: torch.Tensor, p: TensorParams, rescale: bool):
-        if self.sparsifier is None:
-            return delta
+    def _mask(self, x: TensorInputs, i: int, delta: torch.Tensor, p: TensorParams) -> torch.Tensor:
         density = p.per_model["density"][i]
         if self.sparsifier == "magnitude":
-            return sparsify_magnitude(x, i, delta, density, rescale)
+            return _magnitude_mask(x, i, delta, density)
         if self.sparsifier == "random":
-            return sparsify_random(x, i, delta, density, rescale)
+            return _random_mask(x, i, delta, density)
         if self.sparsifier == "outliers":
-            return sparsify_outliers(x, i, delta, density, rescale, p.per_model["gamma"][i])
+            return _outlier_mask(x, i, delta, density, p.per_model["gamma"][i])
         if self.sparsifier == "della":
-            return sparsify_della(x, i, delta, density, rescale, p.per_model["epsilon"][i])
+            return _della_mask(x, i, delta, density, p.per_model["epsilon"][i])
         raise AssertionError(self.sparsifier)
+
+    def _sparsify(self, x: TensorInputs, i: int, delta: torch.Tensor, p: TensorParams, rescale: bool):
+        if self.sparsifier is None or p.per_model["density"][i] >= 1:
+            return delta
+        masked = delta * self._mask(x, i, delta, p)
+        if rescale:
+            factors = x.stat("l1", lambda: _l1_factors(x, lambda c, j, d: self._mask(c, j, d, p)
+                                                       if p.per_model["density"][j] < 1 else 1.0))
+            if factors[i] != 1.0:
+                masked *= factors[i]
+        return masked
+
+    def whole_tensor(self, shape) -> bool:
+        # DELLA ranks entries within rows of the first dimension; chunks of a >2-D tensor would split them
+        return self.sparsifier == "della" and len(shape) > 2
 
     def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
         base, deltas = x.base, x.deltas

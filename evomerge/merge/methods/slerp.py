@@ -7,6 +7,8 @@
 Shoemake, "Animating rotation with quaternion curves" (1985); https://en.wikipedia.org/wiki/Slerp
 """
 
+import math
+
 import torch
 
 from evomerge.merge.registry import MergeMethod, ParamSpec, TensorInputs, TensorParams, merge_method
@@ -26,21 +28,25 @@ class Slerp(MergeMethod):
     paper = "https://en.wikipedia.org/wiki/Slerp"
 
     def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
-        a = x.base.reshape(-1)
-        b = x.sources[0].reshape(-1)
-        t = float(p.shared["t"])
-        norm_a = torch.linalg.vector_norm(a)
-        norm_b = torch.linalg.vector_norm(b)
-        norm_a = norm_a if norm_a > EPS else torch.ones_like(norm_a)
-        norm_b = norm_b if norm_b > EPS else torch.ones_like(norm_b)
-        dot = torch.dot(a / norm_a, b / norm_b).clamp(-1, 1)
-        if dot.abs() > DOT_THRESHOLD:
-            ca, cb = 1 - t, t
-        else:
-            theta = torch.acos(dot)
-            s = torch.sin(theta)
-            ca = float(torch.sin((1 - t) * theta) / s)
-            cb = float(torch.sin(t * theta) / s)
-        o = out.view(-1)
-        torch.mul(a, ca, out=o)
-        o.add_(b, alpha=cb)
+        ca, cb = x.stat("slerp", lambda: _coefficients(x, float(p.shared["t"])))
+        torch.mul(x.base, ca, out=out)
+        out.add_(x.sources[0], alpha=cb)
+
+
+def _coefficients(x: TensorInputs, t: float) -> tuple[float, float]:
+    """(weight of the base, weight of the other model) from the whole tensor's norms and dot product."""
+    aa = bb = ab = 0.0
+    for chunk in x.chunks():
+        a = chunk.base.reshape(-1)
+        b = chunk.sources[0].reshape(-1)
+        aa += float(torch.dot(a, a))
+        bb += float(torch.dot(b, b))
+        ab += float(torch.dot(a, b))
+    norm_a = math.sqrt(aa) if math.sqrt(aa) > EPS else 1.0
+    norm_b = math.sqrt(bb) if math.sqrt(bb) > EPS else 1.0
+    dot = min(1.0, max(-1.0, ab / (norm_a * norm_b)))
+    if abs(dot) > DOT_THRESHOLD:
+        return 1 - t, t
+    theta = math.acos(dot)
+    s = math.sin(theta)
+    return math.sin((1 - t) * theta) / s, math.sin(t * theta) / s

@@ -1,0 +1,289 @@
+"""The one merge arithmetic both paths run: a tensor is merged in row chunks, in float32, from memory-mapped
+sources, into whatever the caller writes (a live model's parameter, or an export buffer).
+
+Memory per worker, beyond the live model: the sources are views of mapped files (page cache, shared by every
+process on the node), the scratch is a fixed set of chunk-sized buffers (:class:`Workspace`, ``CHUNK_ELEMS``
+elements each, reused for every tensor and candidate), and caches hold only what fits a byte budget
+(:class:`TensorCache`). Chunking depends only on the tensor's shape, never on memory or device, so the search's
+merge and the export are the same floating-point operations: the exported model is the model that was scored.
+
+A method's ``merge_tensor`` sees one chunk (``TensorInputs`` of ``[rows, cols]``); what needs the whole tensor
+(the k-th largest magnitude, an L1 norm, a SLERP angle) is a statistic computed once per tensor from a pass
+over its chunks (``TensorInputs.stat`` / ``TensorInputs.chunks``).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional, Sequence
+
+import torch
+
+CHUNK_ELEMS = 1 << 20  # elements per scratch chunk (4 MB in float32)
+COMPUTE_DTYPE = torch.float32
+
+
+def geometry(shape: Sequence[int]) -> tuple[int, int]:
+    """The 2-D view a tensor is chunked in: ``(rows, cols)`` with rows = the first dimension."""
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return 1, int(shape[0])
+    cols = 1
+    for d in shape[1:]:
+        cols *= int(d)
+    return int(shape[0]), cols
+
+
+def row_chunks(shape: Sequence[int]) -> list[tuple[int, int]]:
+    """Row ranges of the chunks of a tensor (a function of its shape alone)."""
+    rows, cols = geometry(shape)
+    step = max(1, CHUNK_ELEMS // max(cols, 1))
+    return [(r, min(rows, r + step)) for r in range(0, rows, step)] or [(0, 0)]
+
+
+class Workspace:
+    """Named scratch buffers, each one flat allocation reused for every shape asked of it (so a whole model's
+    worth of chunk shapes costs one buffer per name, not one per shape)."""
+
+    def __init__(self, device: torch.device | str = "cpu", prefix: str = "", _store: Optional[dict] = None):
+        self.device = torch.device(device)
+        self.prefix = prefix
+        self._store = {} if _store is None else _store
+
+    def get(self, key: str, shape, dtype: torch.dtype = COMPUTE_DTYPE, device=None, pin: bool = False) -> torch.Tensor:
+        device = torch.device(device) if device is not None else self.device
+        n = 1
+        for d in shape:
+            n *= int(d)
+        k = (self.prefix + key, dtype, str(device), pin)
+        buf = self._store.get(k)
+        if buf is None or buf.numel() < n:
+            buf = torch.empty(max(n, 1), dtype=dtype, device=device, pin_memory=pin)
+            self._store[k] = buf
+        return buf[:n].view(tuple(shape))
+
+    def prefixed(self, prefix: str) -> "Workspace":
+        """A view of the same store whose buffers are kept apart from this one's (for nested passes)."""
+        return Workspace(self.device, self.prefix + prefix, self._store)
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self._store.values())
+
+
+class TensorCache:
+    """Recipe-independent derived data (task vectors, magnitude histograms, DELLA ranks) kept across candidates
+    while it fits ``budget`` bytes (``None``: no limit; ``0``: nothing kept). An entry of higher ``priority``
+    (small and saving a whole pass, like a magnitude histogram) evicts lower ones to fit. What is not kept is
+    recomputed, to the same bits, so the budget changes speed, never results."""
+
+    def __init__(self, budget: Optional[int] = None):
+        self.budget = budget
+        self.used = 0
+        self._d: dict = {}  # key -> (tensor, priority)
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key, make: Callable[[], torch.Tensor], priority: int = 0) -> torch.Tensor:
+        hit = self._d.get(key)
+        if hit is not None:
+            self.hits += 1
+            return hit[0]
+        self.misses += 1
+        val = make()
+        size = val.numel() * val.element_size()
+        if self.budget is not None and self.used + size > self.budget:
+            self._evict_below(priority, self.used + size - self.budget)
+        if self.budget is None or self.used + size <= self.budget:
+            self._d[key] = (val.clone() if val._base is not None or not val.is_contiguous() else val, priority)
+            self.used += size
+        return val
+
+    def _evict_below(self, priority: int, need: int) -> None:
+        for key in [k for k, (_, p) in self._d.items() if p < priority]:
+            if need <= 0:
+                return
+            t = self._d.pop(key)[0]
+            self.used -= t.numel() * t.element_size()
+            need -= t.numel() * t.element_size()
+
+
+@dataclass
+class TensorInputs:
+    """One chunk (rows ``rows`` of the 2-D view) of one output tensor, as a method sees it.
+
+    ``base`` / ``sources`` / ``deltas`` are float32 ``[rows, cols]`` (stacked ``[n, rows, cols]``), in the recipe's
+    model order; ``deltas = sources - base``. ``stat(key, make)`` keeps whole-tensor statistics for the tensor's
+    chunks; ``chunks()`` walks every chunk of the tensor (with its own scratch) to compute them.
+    """
+
+    name: str
+    models: list[str]
+    shape: tuple[int, ...]
+    rows: tuple[int, int]
+    base: Optional[torch.Tensor]
+    get_sources: Callable[[], torch.Tensor]
+    get_deltas: Callable[[], torch.Tensor]
+    get_delta: Callable[[int], torch.Tensor]
+    chunks: Callable[[], Iterator["TensorInputs"]]
+    seed: int = 0
+    cache: Callable = None  # (key, make, priority=0) -> tensor: the budgeted cache for this tensor
+    stats: dict = field(default_factory=dict)
+    workspace: Workspace = field(default_factory=Workspace)
+    pass_id: str = "main"
+
+    @property
+    def sources(self) -> torch.Tensor:
+        return self.get_sources()
+
+    @property
+    def deltas(self) -> torch.Tensor:
+        return self.get_deltas()
+
+    def delta(self, i: int) -> torch.Tensor:
+        """The task vector of source ``i`` on this chunk (without building the whole stack)."""
+        return self.get_delta(i)
+
+    @property
+    def shape_numel(self) -> int:
+        """Elements of the whole tensor (not of this chunk)."""
+        n = 1
+        for d in self.shape:
+            n *= int(d)
+        return n
+
+    @property
+    def device(self) -> torch.device:
+        return self.workspace.device
+
+    def stat(self, key, make: Callable[[], object]):
+        """A whole-tensor statistic, computed once for this tensor and candidate."""
+        if key not in self.stats:
+            self.stats[key] = make()
+        return self.stats[key]
+
+    def generator(self, model: str) -> torch.Generator:
+        """The random stream of (recipe seed, model, tensor); successive chunks of one pass continue it, so the
+        draws equal one draw over the whole tensor, and a statistics pass repeats them exactly."""
+        key = ("rng", self.pass_id, model)
+        g = self.stats.get(key)
+        if g is None:
+            g = self.stats[key] = torch.Generator(device=self.device)
+            g.manual_seed(zlib.crc32(f"{self.seed}\0{model}\0{self.name}".encode()))
+        return g
+
+    def buffer(self, key: str, shape, dtype: torch.dtype, device=None) -> torch.Tensor:
+        """A reusable scratch tensor (contents undefined)."""
+        return self.workspace.get(key, shape, dtype, device)
+
+
+class ChunkReader:
+    """Reads chunks of one tensor of several sources (stored views, any dtype) as float32 on the device.
+
+    On a CUDA device, chunks go through pinned staging buffers and are copied asynchronously, so reading the
+    next chunk from host memory overlaps the device's work on the current one."""
+
+    def __init__(self, views: Sequence[torch.Tensor], workspace: Workspace):
+        self.views = [v.reshape(geometry(v.shape)) for v in views]
+        self.ws = workspace
+        self.cuda = workspace.device.type == "cuda"
+        self._slot = 0
+
+    def read(self, i: int, r0: int, r1: int, key: str, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        src = self.views[i][r0:r1]
+        if out is None:
+            if not self.cuda and src.dtype == COMPUTE_DTYPE:
+                return src  # a view of the mapped file: no copy at all
+            out = self.ws.get(key, src.shape)
+        if self.cuda:
+            self._slot ^= 1
+            stage = self.ws.get(f"stage{self._slot}", src.shape, src.dtype, device="cpu", pin=True)
+            event = self.ws._store.get(("event", self._slot))
+            if event is not None:
+                event.synchronize()  # the copy that last read this staging buffer has finished
+            stage.copy_(src)
+            out.copy_(stage, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self.ws._store[("event", self._slot)] = event
+        else:
+            out.copy_(src)
+        return out
+
+
+def merge_tensor(method, params, name: str, models: list[str], base_view: Optional[torch.Tensor],
+                 source_views: Sequence[torch.Tensor], write: Callable[[int, int, torch.Tensor], None],
+                 workspace: Workspace, cache: TensorCache, seed: int = 0, cache_scope: str = "") -> None:
+    """Merge one tensor chunk by chunk; ``write(r0, r1, merged_rows)`` receives each float32 chunk (rows of the
+    2-D view, valid until the next call). ``cache_scope`` names the base and model set for cache keys."""
+    shape = tuple(source_views[0].shape)
+    views = ([base_view] if base_view is not None else []) + list(source_views)
+    stats: dict = {}
+    chunks = [(0, geometry(shape)[0])] if method.whole_tensor(shape) else row_chunks(shape)
+
+    def tensor_cache(key, make, priority: int = 0):
+        return cache.get((cache_scope, name) + tuple(key), make, priority)
+
+    def inputs(r0: int, r1: int, ws: Workspace, pass_id: str) -> TensorInputs:
+        reader = ChunkReader(views, ws)
+        nb = 1 if base_view is not None else 0
+        n = len(source_views)
+        memo: dict = {}
+
+        def base() -> Optional[torch.Tensor]:
+            if base_view is None:
+                return None
+            if "base" not in memo:
+                memo["base"] = reader.read(0, r0, r1, "base")
+            return memo["base"]
+
+        def sources() -> torch.Tensor:
+            if "src" not in memo:
+                stack = ws.get("src", (n, r1 - r0, geometry(shape)[1]))
+                for i in range(n):
+                    reader.read(nb + i, r0, r1, "src", out=stack[i])
+                memo["src"] = stack
+            return memo["src"]
+
+        def one_delta(i: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+            def make() -> torch.Tensor:
+                d = out if out is not None else ws.get("delta1", (r1 - r0, geometry(shape)[1]))
+                reader.read(nb + i, r0, r1, "", out=d)
+                return d.sub_(base())
+            got = tensor_cache(("delta", models[i], r0), make)
+            if out is not None and got.data_ptr() != out.data_ptr():
+                out.copy_(got)
+                return out
+            return got
+
+        def deltas() -> torch.Tensor:
+            if base_view is None:
+                from evomerge.errors import EvomergeError
+                raise EvomergeError("this merge has no base model, so it has no task vectors")
+            if "deltas" not in memo:
+                stack = ws.get("deltas_in", (n, r1 - r0, geometry(shape)[1]))
+                for i in range(n):
+                    one_delta(i, out=stack[i])
+                memo["deltas"] = stack
+            return memo["deltas"]
+
+        def delta(i: int) -> torch.Tensor:
+            return deltas()[i] if "deltas" in memo else one_delta(i)
+
+        def all_chunks() -> Iterator[TensorInputs]:
+            # a statistics pass (maybe inside another one) gets scratch of its own, so the caller's chunk stays
+            nested = ws.prefixed("pre:")
+            for c0, c1 in chunks:
+                yield inputs(c0, c1, nested, "pre")
+
+        return TensorInputs(name=name, models=models, shape=shape, rows=(r0, r1), base=base(),
+                            get_sources=sources, get_deltas=deltas, get_delta=delta, chunks=all_chunks,
+                            seed=seed, cache=tensor_cache, stats=stats, workspace=ws, pass_id=pass_id)
+
+    cols = geometry(shape)[1]
+    for r0, r1 in chunks:
+        x = inputs(r0, r1, workspace, "main")
+        out = workspace.get("out", (r1 - r0, cols))
+        method.merge_tensor(x, params, out)
+        write(r0, r1, out)

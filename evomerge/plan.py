@@ -1,0 +1,210 @@
+"""Memory plan of a search worker, before any compute: what one worker holds on the host and on its device(s),
+how many workers fit on this node (or the Ray cluster), and a one-line refusal for a job that cannot fit.
+
+The arithmetic follows the worker's memory design (``evomerge.merge.memory``): sources are memory-mapped (page
+cache, one copy per node, not counted per worker); the live model is the one full-size allocation (on the GPU,
+or on the host for a CPU worker); the merge scratch is ``(4 n + 6)`` chunk buffers of ``CHUNK_ELEMS`` float32
+(n = models merged), plus two pinned staging chunks per source on the host for a GPU worker; the cache is
+whatever its budget allows; evaluation activations are an estimate (logits of one batch of ``EVAL_TOKENS``
+tokens in float32, plus the KV cache). ``benchmarks/worker_scale.py`` compares this to measured peaks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+from evomerge.errors import EvomergeError
+
+EVAL_TOKENS = 512  # tokens per sequence assumed for the activation estimate
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+@dataclass
+class ModelFacts:
+    """What the plan needs of one model: parameter count, stored bytes and dtype, vocabulary, shape."""
+
+    params: int
+    stored_bytes: int
+    dtype: str
+    vocab: int
+    hidden: int
+    layers: int
+    kv_dim: int
+
+
+@dataclass
+class MemoryPlan:
+    """Bytes for one worker: ``host_bytes`` (anonymous, per worker), ``device_bytes`` (per worker, over its GPUs),
+    ``page_cache_bytes`` (sources, once per node)."""
+
+    device: str
+    model_bytes: int
+    workspace_bytes: int
+    cache_bytes: int
+    eval_bytes: int
+    host_bytes: int
+    device_bytes: int
+    page_cache_bytes: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def model_facts(ref: str, architecture: Optional[dict] = None) -> ModelFacts:
+    """Facts of a model from its local folder (safetensors headers and config.json, no weights read), else from
+    ``architecture`` (config.json fields: the parameter count is that of the model transformers builds from
+    them, on the meta device)."""
+    from evomerge.models.paths import resolve_model
+
+    folder = Path(resolve_model(ref))
+    if folder.is_dir():
+        from evomerge.models.safetensors_io import open_checkpoint
+
+        ck = open_checkpoint(ref)
+        names = ck.names()
+        params = sum(math.prod(ck.shape(n)) for n in names)
+        dtype = str(ck.dtype(names[0])).removeprefix("torch.")
+        return _facts(ck.config, params, ck.total_bytes(), dtype)
+    if not architecture:
+        raise EvomergeError(f"model {ref!r} is not on this machine; to plan without it, give its config.json "
+                            "fields under 'architecture:' in the job config")
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg_dict = dict(architecture)
+    model_type = cfg_dict.pop("model_type", None)
+    if model_type is None:
+        raise EvomergeError("architecture: needs model_type (llama, qwen2, mistral, ...)")
+    dtype = str(cfg_dict.pop("dtype", "bfloat16"))
+    try:
+        cfg = AutoConfig.for_model(model_type, **cfg_dict)
+    except (ValueError, TypeError) as exc:
+        raise EvomergeError(f"architecture: {str(exc).splitlines()[0]}") from None
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    params = sum(p.numel() for p in model.parameters())
+    return _facts(cfg.to_dict(), params, params * DTYPE_BYTES.get(dtype, 2), dtype)
+
+
+def _facts(cfg: dict, params: int, stored: int, dtype: str) -> ModelFacts:
+    text = cfg.get("text_config") or cfg
+    hidden = int(text.get("hidden_size") or text.get("n_embd") or 0)
+    heads = int(text.get("num_attention_heads") or text.get("n_head") or 1)
+    kv = int(text.get("num_key_value_heads") or heads)
+    head_dim = int(text.get("head_dim") or (hidden // max(heads, 1)))
+    layers = int(text.get("num_hidden_layers") or text.get("n_layer") or 0)
+    return ModelFacts(params=params, stored_bytes=stored, dtype=dtype, vocab=int(text.get("vocab_size") or 0),
+                      hidden=hidden, layers=layers, kv_dim=kv * head_dim)
+
+
+def worker_memory(recipe=None, device: str = "cpu", cache_budget=0, live_dtype: Optional[str] = None,
+                  batch_size: int = 0, facts: Optional[ModelFacts] = None, n_models: Optional[int] = None,
+                  n_sources: Optional[int] = None) -> MemoryPlan:
+    """The plan of one worker that merges ``recipe`` (or a model described by ``facts`` with ``n_models``
+    merged of ``n_sources``) on ``device`` ("cpu" or "cuda"), and evaluates batches of ``batch_size``."""
+    from evomerge.merge.engine import CHUNK_ELEMS
+    from evomerge.merge.memory import cache_budget_bytes
+
+    if recipe is not None:
+        facts = facts or model_facts(recipe.base or recipe.models[0].model)
+        n_sources = len(recipe.sources())
+        n_models = len([m for m in recipe.models if m.model != recipe.base])
+    dtype = live_dtype if live_dtype not in (None, "auto") else facts.dtype
+    model_bytes = facts.params * DTYPE_BYTES.get(dtype, 4)
+    workspace = (4 * n_models + 6) * CHUNK_ELEMS * 4
+    import torch
+
+    cache = cache_budget_bytes(cache_budget, torch.device("cpu"))
+    if cache is None:  # unlimited: task vectors of every source in float32, the largest thing it can hold
+        cache = n_models * facts.params * 4
+    tokens = batch_size * EVAL_TOKENS
+    eval_bytes = tokens * facts.vocab * 4 + tokens * facts.layers * 2 * facts.kv_dim * DTYPE_BYTES.get(dtype, 4)
+    on_gpu = device.startswith("cuda")
+    staging = 2 * CHUNK_ELEMS * 4 if on_gpu else 0
+    device_bytes = model_bytes + workspace + cache + eval_bytes if on_gpu else 0
+    host_bytes = staging if on_gpu else model_bytes + workspace + cache + eval_bytes
+    return MemoryPlan(device="cuda" if on_gpu else "cpu", model_bytes=model_bytes, workspace_bytes=workspace,
+                      cache_bytes=cache, eval_bytes=eval_bytes, host_bytes=host_bytes, device_bytes=device_bytes,
+                      page_cache_bytes=n_sources * facts.stored_bytes)
+
+
+@dataclass
+class NodePlan:
+    worker: MemoryPlan
+    gpus_per_worker: int
+    workers: int
+    host_bytes: int
+    gpu_bytes: int
+    n_gpus: int
+    lines: list[str]
+
+
+def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None,
+             gpu_bytes: Optional[int] = None) -> Optional[NodePlan]:
+    """Plan a ``RunConfig`` on this node (or the numbers given); raise EvomergeError when it cannot fit. None for
+    a fitness kind that loads no models (nothing to plan)."""
+    from evomerge.execution.base import WORKERS
+    from evomerge.merge.memory import host_available_bytes
+
+    fit = cfg.fitness
+    if not getattr(WORKERS.get(str(fit.get("kind", "lm_eval"))), "needs_models", True):
+        return None
+    device = str(fit.get("device", "auto"))
+    ex_opts = cfg.executor.options if cfg.executor.name == "ray" else {}
+    want_gpus = ex_opts.get("num_gpus", 0)
+    if n_gpus is None or gpu_bytes is None:
+        detected = _gpus()
+        n_gpus = detected[0] if n_gpus is None else n_gpus
+        gpu_bytes = detected[1] if gpu_bytes is None else gpu_bytes
+    host_bytes = host_bytes if host_bytes is not None else host_available_bytes()
+    on_gpu = device.startswith("cuda") or (device == "auto" and (want_gpus or n_gpus))
+    sources = list(dict.fromkeys(([cfg.base] if cfg.base else []) + list(cfg.models)))
+    facts = model_facts(cfg.base or cfg.models[0], getattr(cfg, "architecture", None))
+    w = worker_memory(device="cuda" if on_gpu else "cpu", cache_budget=fit.get("cache_budget", 0)
+                      if fit.get("cache_budget", "auto") != "auto" else 0,
+                      live_dtype=fit.get("dtype"), batch_size=int(fit.get("batch_size", 64)), facts=facts,
+                      n_models=len([m for m in cfg.models if m != cfg.base]), n_sources=len(sources))
+    gb = 1e9
+    lines = [f"sources: {len(sources)} x {facts.stored_bytes / gb:.2f} GB ({facts.params / 1e9:.2f}B params, "
+             f"{facts.dtype}) = {w.page_cache_bytes / gb:.1f} GB page cache per node, shared by its workers"]
+    if on_gpu:
+        per_gpu = gpu_bytes or 0
+        need = max(1, math.ceil(w.device_bytes / per_gpu)) if per_gpu else max(1, int(math.ceil(want_gpus or 1)))
+        workers = (n_gpus // need) if n_gpus else 0
+        lines.append(f"per worker on its GPU(s): live model {w.model_bytes / gb:.1f} GB + merge scratch "
+                     f"{w.workspace_bytes / gb:.2f} GB + cache {w.cache_bytes / gb:.1f} GB + activations "
+                     f"~{w.eval_bytes / gb:.1f} GB = {w.device_bytes / gb:.1f} GB -> {need} GPU(s) of "
+                     f"{per_gpu / gb:.0f} GB")
+        lines.append(f"per worker on the host: {w.host_bytes / gb:.2f} GB (pinned staging); "
+                     f"cache budget 'auto' = a quarter of the GPU memory free after the model")
+    else:
+        need = 0
+        workers = int(max(0, host_bytes - w.page_cache_bytes) // max(w.host_bytes, 1))
+        lines.append(f"per worker on the host: live model {w.model_bytes / gb:.2f} GB + merge scratch "
+                     f"{w.workspace_bytes / gb:.2f} GB + cache {w.cache_bytes / gb:.2f} GB + activations "
+                     f"~{w.eval_bytes / gb:.2f} GB = {w.host_bytes / gb:.2f} GB")
+    plan = NodePlan(worker=w, gpus_per_worker=need, workers=workers, host_bytes=host_bytes, gpu_bytes=gpu_bytes or 0,
+                    n_gpus=n_gpus, lines=lines)
+    if on_gpu and n_gpus and gpu_bytes and need > n_gpus:
+        raise EvomergeError(f"one worker needs {w.device_bytes / gb:.1f} GB of GPU memory ({need} GPUs of "
+                            f"{gpu_bytes / gb:.0f} GB); this node has {n_gpus}")
+    if not on_gpu and workers < 1:
+        raise EvomergeError(f"one worker needs {w.host_bytes / gb:.2f} GB of host memory beside "
+                            f"{w.page_cache_bytes / gb:.2f} GB of sources; {host_bytes / gb:.2f} GB are available")
+    return plan
+
+
+def _gpus() -> tuple[int, int]:
+    """(GPU count, memory of the smallest) visible to this process, (0, 0) without CUDA."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return 0, 0
+        n = torch.cuda.device_count()
+        return n, min(torch.cuda.get_device_properties(i).total_memory for i in range(n))
+    except Exception:  # a broken driver is "no GPU" for planning
+        return 0, 0
