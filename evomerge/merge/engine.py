@@ -126,6 +126,7 @@ class TensorInputs:
     get_sources: Callable[[], torch.Tensor]
     get_deltas: Callable[[], torch.Tensor]
     get_delta: Callable[[int], torch.Tensor]
+    get_source: Callable[[int], torch.Tensor]
     chunks: Callable[[], Iterator["TensorInputs"]]
     seed: int = 0
     cache: Callable = None  # (key, make, priority=0) -> tensor: the budgeted cache for this tensor
@@ -144,6 +145,10 @@ class TensorInputs:
     def delta(self, i: int) -> torch.Tensor:
         """The task vector of source ``i`` on this chunk (without building the whole stack)."""
         return self.get_delta(i)
+
+    def source(self, i: int) -> torch.Tensor:
+        """Source ``i`` on this chunk (a view of the mapped file where no conversion is needed)."""
+        return self.get_source(i)
 
     @property
     def shape_numel(self) -> int:
@@ -212,11 +217,24 @@ class ChunkReader:
         return out
 
 
+def row_writer(rows: torch.Tensor) -> Callable[[int, int, torch.Tensor], None]:
+    """A ``write`` for :func:`merge_tensor` that stores chunks into ``rows`` (a tensor's 2-D view), casting to its
+    dtype; chunks the method already wrote there (``dest``) are left as they are."""
+    def write(r0: int, r1: int, chunk: torch.Tensor) -> None:
+        target = rows[r0:r1]
+        if target.data_ptr() != chunk.data_ptr():
+            target.copy_(chunk)
+    return write
+
+
 def merge_tensor(method, params, name: str, models: list[str], base_view: Optional[torch.Tensor],
                  source_views: Sequence[torch.Tensor], write: Callable[[int, int, torch.Tensor], None],
-                 workspace: Workspace, cache: TensorCache, seed: int = 0, cache_scope: str = "") -> None:
+                 workspace: Workspace, cache: TensorCache, seed: int = 0, cache_scope: str = "",
+                 dest: Optional[torch.Tensor] = None) -> None:
     """Merge one tensor chunk by chunk; ``write(r0, r1, merged_rows)`` receives each float32 chunk (rows of the
-    2-D view, valid until the next call). ``cache_scope`` names the base and model set for cache keys."""
+    2-D view, valid until the next call). ``cache_scope`` names the base and model set for cache keys. ``dest``:
+    the destination's 2-D view; when it is float32 on the compute device the method writes straight into it (and
+    ``write`` gets those very rows)."""
     shape = tuple(source_views[0].shape)
     views = ([base_view] if base_view is not None else []) + list(source_views)
     stats: dict = {}
@@ -271,6 +289,9 @@ def merge_tensor(method, params, name: str, models: list[str], base_view: Option
         def delta(i: int) -> torch.Tensor:
             return deltas()[i] if "deltas" in memo else one_delta(i)
 
+        def source(i: int) -> torch.Tensor:
+            return sources()[i] if "src" in memo else reader.read(nb + i, r0, r1, "src1")
+
         def all_chunks() -> Iterator[TensorInputs]:
             # a statistics pass (maybe inside another one) gets scratch of its own, so the caller's chunk stays
             nested = ws.prefixed("pre:")
@@ -278,12 +299,15 @@ def merge_tensor(method, params, name: str, models: list[str], base_view: Option
                 yield inputs(c0, c1, nested, "pre")
 
         return TensorInputs(name=name, models=models, shape=shape, rows=(r0, r1), base=base(),
-                            get_sources=sources, get_deltas=deltas, get_delta=delta, chunks=all_chunks,
+                            get_sources=sources, get_deltas=deltas, get_delta=delta, get_source=source,
+                            chunks=all_chunks,
                             seed=seed, cache=tensor_cache, stats=stats, workspace=ws, pass_id=pass_id)
 
     cols = geometry(shape)[1]
+    direct = (dest is not None and dest.dtype == COMPUTE_DTYPE and dest.device == workspace.device
+              and dest.is_contiguous())
     for r0, r1 in chunks:
         x = inputs(r0, r1, workspace, "main")
-        out = workspace.get("out", (r1 - r0, cols))
+        out = dest[r0:r1] if direct else workspace.get("out", (r1 - r0, cols))
         method.merge_tensor(x, params, out)
         write(r0, r1, out)

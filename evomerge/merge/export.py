@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import torch
 
 from evomerge.errors import EvomergeError
-from evomerge.merge.engine import TensorCache, Workspace, geometry
+from evomerge.merge.engine import TensorCache, Workspace, geometry, row_writer
 from evomerge.merge.plan import MergePlan, input_models, validate_recipe
 from evomerge.models.compat import check_compatible
 from evomerge.models.export_writer import ShardedWriter, copy_model_files, parse_size
@@ -62,10 +62,7 @@ def export_recipe(
         merged = torch.empty(plan.shape(name), dtype=out_dtype)
         rows = merged.view(geometry(merged.shape))
 
-        def write(r0: int, r1: int, chunk: torch.Tensor, rows=rows) -> None:
-            rows[r0:r1].copy_(chunk)
-
-        plan.merge(name, write, workspace, cache)
+        plan.merge(name, row_writer(rows), workspace, cache, dest=rows)
         writer.add(name, merged)
         del merged, rows
         if progress is not None:

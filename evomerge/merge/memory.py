@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from evomerge.errors import EvomergeError
-from evomerge.merge.engine import TensorCache, Workspace, geometry
+from evomerge.merge.engine import TensorCache, Workspace, geometry, row_writer
 from evomerge.merge.plan import MergePlan
 from evomerge.models.compat import check_compatible
 from evomerge.models.export_writer import parse_size
@@ -90,12 +90,12 @@ class InMemoryMerger:
                 ws = self._workspace(dst.device)  # a model spread over GPUs: merge where each parameter lives
                 if target.converter is None and dst.is_contiguous():
                     rows = dst.view(geometry(dst.shape))
-                    plan.merge(target.sources[0], _row_writer(rows), ws, self.cache)
+                    plan.merge(target.sources[0], row_writer(rows), ws, self.cache, dest=rows)
                     continue
                 merged = {}
                 for name in target.sources:
                     merged[name] = torch.empty(plan.shape(name), dtype=dst.dtype, device=dst.device)
-                    plan.merge(name, _row_writer(merged[name].view(geometry(plan.shape(name)))), ws, self.cache)
+                    plan.merge(name, row_writer(merged[name].view(geometry(plan.shape(name)))), ws, self.cache)
                 dst.copy_(live.fuse(target, merged) if target.converter is not None else merged[target.sources[0]])
 
     def merge_state_dict(self, recipe: MergeRecipe, dtype: Optional[torch.dtype] = None) -> dict[str, torch.Tensor]:
@@ -105,7 +105,8 @@ class InMemoryMerger:
         with torch.no_grad():
             for name in plan.names:
                 t = out[name] = torch.empty(plan.shape(name), dtype=dtype or self.dtype, device=self.device)
-                plan.merge(name, _row_writer(t.view(geometry(t.shape))), self.workspace, self.cache)
+                rows = t.view(geometry(t.shape))
+                plan.merge(name, row_writer(rows), self.workspace, self.cache, dest=rows)
         return out
 
     def _workspace(self, device: torch.device) -> Workspace:
@@ -123,8 +124,3 @@ class InMemoryMerger:
         self._targets[id(model)] = (model, live)
         return live
 
-
-def _row_writer(rows: torch.Tensor):
-    def write(r0: int, r1: int, chunk: torch.Tensor) -> None:
-        rows[r0:r1].copy_(chunk)
-    return write

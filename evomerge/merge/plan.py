@@ -129,11 +129,12 @@ class MergePlan:
     def shape(self, name: str) -> tuple[int, ...]:
         return self.lead.shape(name)
 
-    def merge(self, name: str, write, workspace, cache) -> None:
-        """Merge tensor ``name``; ``write(r0, r1, float32_rows)`` gets each chunk (see ``engine.merge_tensor``)."""
+    def merge(self, name: str, write, workspace, cache, dest=None) -> None:
+        """Merge tensor ``name``; ``write(r0, r1, float32_rows)`` gets each chunk; ``dest``: the destination's
+        2-D view, written directly where possible (see ``engine.merge_tensor``)."""
         from evomerge.merge.engine import merge_tensor
 
         base = self.ckpts[self.base].view(name) if self.base else None
         merge_tensor(self.method, self.params[name], name, self.models, base,
                      [self.ckpts[m].view(name) for m in self.models], write, workspace, cache,
-                     seed=self.recipe.seed, cache_scope=self.base or "")
+                     seed=self.recipe.seed, cache_scope=self.base or "", dest=dest)

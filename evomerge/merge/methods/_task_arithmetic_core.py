@@ -185,48 +185,52 @@ class TaskArithmeticFamily(MergeMethod):
         return self.sparsifier == "della" and len(shape) > 2
 
     def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
+        if self.sparsifier is None and not self.consensus:
+            # base + lambda * sum_i w_i (theta_i - base) [/ W] = (1 - sum_i c_i) base + sum_i c_i theta_i with
+            # c_i = lambda * w_i [/ W]: each source is read once and no task vector is formed
+            weights = p.per_model["weight"]
+            total = sum(weights)
+            scale = p.shared["lambda"] / (total if p.shared["normalize"] and abs(total) >= 1e-8 else 1.0)
+            coef = [scale * w for w in weights]
+            torch.mul(x.base, 1.0 - sum(coef), out=out)
+            for i, c in enumerate(coef):
+                out.add_(x.source(i), alpha=c)
+            return
         base, deltas = x.base, x.deltas
         n = deltas.shape[0]
         w = torch.tensor(p.per_model["weight"], dtype=deltas.dtype, device=deltas.device)
         rescale = bool(p.shared.get("rescale", False))
-        if self.sparsifier is None and not self.consensus:
-            # plain task arithmetic: one matrix-vector product, no scratch stack
-            mixed = torch.matmul(w.unsqueeze(0), deltas.reshape(n, -1)).view_as(base)
-            divisor = w.sum()
-            if p.shared["normalize"] and divisor.abs() >= 1e-8:
-                mixed /= divisor
-        else:
-            # row-wise loops over the (few) sources: contiguous adds beat strided reductions over dim 0
-            work = x.buffer("deltas", deltas.shape, deltas.dtype, deltas.device)
-            weights = p.per_model["weight"]
+        # row-wise loops over the (few) sources: contiguous adds beat strided reductions over dim 0
+        work = x.buffer("deltas", deltas.shape, deltas.dtype, deltas.device)
+        weights = p.per_model["weight"]
+        for i in range(n):
+            torch.mul(self._sparsify(x, i, deltas[i], p, rescale), weights[i], out=work[i])
+        mixed = x.buffer("mixed", base.shape, base.dtype, base.device)
+        if self.consensus:
+            # keep d_i where sign(d_i) == majority sign (+1 when sum_i d_i >= 0); zeros never agree
+            mixed.copy_(work[0])
+            for i in range(1, n):
+                mixed.add_(work[i])
+            # with g = +-1 the elected sign: kept d_i = g * relu(g * d_i), its weight counts where that is > 0
+            sign = x.buffer("sign", base.shape, base.dtype, base.device)
+            sign.copy_(mixed >= 0).mul_(2).sub_(1)
+            divisor = x.buffer("divisor", base.shape, base.dtype, base.device).zero_()
+            mixed.zero_()
             for i in range(n):
-                torch.mul(self._sparsify(x, i, deltas[i], p, rescale), weights[i], out=work[i])
-            mixed = x.buffer("mixed", base.shape, base.dtype, base.device)
-            if self.consensus:
-                # keep d_i where sign(d_i) == majority sign (+1 when sum_i d_i >= 0); zeros never agree
-                mixed.copy_(work[0])
-                for i in range(1, n):
-                    mixed.add_(work[i])
-                # with g = +-1 the elected sign: kept d_i = g * relu(g * d_i), its weight counts where that is > 0
-                sign = x.buffer("sign", base.shape, base.dtype, base.device)
-                sign.copy_(mixed >= 0).mul_(2).sub_(1)
-                divisor = x.buffer("divisor", base.shape, base.dtype, base.device).zero_()
-                mixed.zero_()
-                for i in range(n):
-                    agree = work[i].mul_(sign).relu_()
-                    mixed.add_(agree)
-                    divisor.add_(agree.sign_(), alpha=weights[i])
-                mixed.mul_(sign)
-                divisor.masked_fill_(divisor == 0, 1)
-            else:
-                mixed.copy_(work[0])
-                for i in range(1, n):
-                    mixed.add_(work[i])
-                divisor = w.sum()
-                if divisor.abs() < 1e-8:
-                    divisor = torch.ones_like(divisor)
-            if p.shared["normalize"]:
-                mixed /= divisor
+                agree = work[i].mul_(sign).relu_()
+                mixed.add_(agree)
+                divisor.add_(agree.sign_(), alpha=weights[i])
+            mixed.mul_(sign)
+            divisor.masked_fill_(divisor == 0, 1)
+        else:
+            mixed.copy_(work[0])
+            for i in range(1, n):
+                mixed.add_(work[i])
+            divisor = w.sum()
+            if divisor.abs() < 1e-8:
+                divisor = torch.ones_like(divisor)
+        if p.shared["normalize"]:
+            mixed /= divisor
         lam = p.shared["lambda"]
         if lam != 1:
             mixed *= lam

@@ -22,12 +22,11 @@ class Linear(MergeMethod):
     paper = "https://arxiv.org/abs/2203.05482"
 
     def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
-        src = x.sources
-        n = src.shape[0]
-        w = torch.tensor(p.per_model["weight"], dtype=src.dtype, device=src.device)
-        torch.matmul(w.unsqueeze(0), src.reshape(n, -1), out=out.view(1, -1))
-        if p.shared["normalize"]:
-            total = float(w.sum())
-            if abs(total) < 1e-8:
-                raise EvomergeError(f"linear: weights sum to 0 for {x.name}; cannot normalize (set normalize: false)")
-            out /= total
+        weights = p.per_model["weight"]
+        total = sum(weights)
+        if p.shared["normalize"] and abs(total) < 1e-8:
+            raise EvomergeError(f"linear: weights sum to 0 for {x.name}; cannot normalize (set normalize: false)")
+        scale = 1.0 / total if p.shared["normalize"] else 1.0
+        torch.mul(x.source(0), weights[0] * scale, out=out)  # one read of each source, no stack
+        for i in range(1, len(weights)):
+            out.add_(x.source(i), alpha=weights[i] * scale)
