@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,9 @@ def check_executor(cfg: RunConfig) -> str:
     if opts.address:
         check_reachable(opts.address, min(opts.connect_timeout_s, REACH_TIMEOUT_S))
         return f"executor: ray at {opts.address} (reachable)"
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():  # a session the caller started: the executor checks its nodes
+        return "executor: ray (the session this process already has)"
     gpus = opts.local_num_gpus if opts.local_num_gpus is not None else visible_gpus()
     if opts.num_gpus > gpus:
         raise EvomergeError(f"ray executor: each worker asks num_gpus={opts.num_gpus:g} but this machine shows "
