@@ -191,10 +191,22 @@ def check_model(ref: str):
     except EvomergeError:
         raise
     except Exception as exc:  # SafetensorError, OSError, ...: name the file
-        files = sorted(p.name for p in path.glob("*.safetensors")) if path.is_dir() else []
-        where = f"{path}/{files[0]}" if len(files) == 1 else str(path)
-        raise EvomergeError(f"model {ref}: cannot read safetensors {where}: "
-                            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        where = _bad_shard(path) or path
+        raise EvomergeError(f"model {ref}: cannot read {where}: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+def _bad_shard(folder: Path) -> Optional[Path]:
+    """The first safetensors file in ``folder`` whose header does not parse (None: all parse)."""
+    from safetensors import safe_open
+
+    for shard in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        try:
+            with safe_open(str(shard), framework="numpy"):
+                pass
+        except Exception:
+            return shard
+    return None
 
 
 def check_models(refs: list[str]) -> str:
