@@ -36,7 +36,8 @@ _EXACT = {
     ("cma.evolution_strategy", "_pass"), ("cma.options_parameters", "is_feasible"),
     ("nevergrad.parametrization.core", "default_congruence"),
     ("optuna.samplers._tpe.sampler", "default_gamma"), ("optuna.samplers._tpe.sampler", "default_weights"),
-    ("optuna.samplers._tpe.sampler", "default_gamma_multiobjective"), ("optuna.samplers._tpe.sampler", "hyperopt_default_gamma"),
+    ("optuna.samplers._tpe.sampler", "default_gamma_multiobjective"),
+    ("optuna.samplers._tpe.sampler", "hyperopt_default_gamma"),
 }
 _NP_METHODS = {"randn", "rand", "random", "standard_normal", "normal", "uniform", "integers", "randint"}
 

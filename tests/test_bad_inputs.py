@@ -208,7 +208,8 @@ def test_bad_cli_arguments_are_one_error_line(argv, tmp_path, monkeypatch):
 
 def _recipe(models, **kw):
     return {"method": "ties", "base": models["base"],
-            "models": [{"model": models["a"], "params": {"weight": 0.5}}, {"model": models["b"], "params": {"weight": 0.5}}],
+            "models": [{"model": models["a"], "params": {"weight": 0.5}},
+                       {"model": models["b"], "params": {"weight": 0.5}}],
             "params": {"density": 0.5}, **kw}
 
 

@@ -63,7 +63,9 @@ def preflight(cfg: RunConfig, run_dir: Optional[Path] = None, *, resuming: bool 
     if cfg.fitness.get("kind") == "lm_eval":
         rep.checks.append(check_tasks(cfg.fitness))
     if getattr(worker_cls, "needs_models", True):
-        rep.checks.append(check_models(_model_refs(cfg, space)))
+        from evomerge.spaces.dataflow import DataFlowSpace
+
+        rep.checks.append(check_models(_model_refs(cfg, space), layer_paths=isinstance(space, DataFlowSpace)))
     rep.seconds = time.perf_counter() - t0
     return rep
 
@@ -209,20 +211,30 @@ def _bad_shard(folder: Path) -> Optional[Path]:
     return None
 
 
-def check_models(refs: list[str]) -> str:
-    """Every model folder readable, and all of them mergeable tensor by tensor."""
+def check_models(refs: list[str], layer_paths: bool = False) -> str:
+    """Every model folder readable, and all of them mergeable tensor by tensor; with ``layer_paths`` (data-flow
+    merging: layers of several models stacked) the depths may differ, but architecture and width must agree."""
     from evomerge.models import check_compatible
 
-    ckpts = []
-    for ref in refs:
-        ckpt = check_model(ref)
-        if ckpt is not None:
-            ckpts.append(ckpt)
-    if len(ckpts) > 1:
+    ckpts = [check_model(ref) for ref in refs]
+    if len(ckpts) > 1 and layer_paths:
+        _same_family(ckpts)
+    elif len(ckpts) > 1:
         try:
             check_compatible(ckpts)
         except EvomergeError:
             raise
         except Exception as exc:
             raise EvomergeError(f"models cannot be compared: {type(exc).__name__}: {exc}") from None
-    return f"models: {len(ckpts)} folders, headers read, architectures and shapes agree"
+    what = "architectures and widths agree" if layer_paths else "architectures and shapes agree"
+    return f"models: {len(ckpts)} folders, headers read, {what}"
+
+
+def _same_family(ckpts) -> None:
+    """Data-flow sources: one architecture and one hidden size (the splice itself is checked per recipe)."""
+    ref = ckpts[0]
+    for other in ckpts[1:]:
+        for key in ("architectures", "model_type", "hidden_size"):
+            a, b = ref.config.get(key), other.config.get(key)
+            if a is not None and b is not None and a != b:
+                raise EvomergeError(f"models differ in {key}: {ref.ref} has {a}, {other.ref} has {b}")
