@@ -87,6 +87,7 @@ CONFIGS = [
     ("model-config-not-json", lambda m: lm(m) | {"models": [m["a"], m["bad_json"]]}),
     ("model-truncated-safetensors", lambda m: lm(m) | {"models": [m["a"], m["truncated"]]}),
     ("model-garbled-safetensors", lambda m: lm(m) | {"models": [m["a"], m["garbled"]]}),
+    ("model-config-a-list", lambda m: lm(m) | {"models": [m["a"], m["list_config"]]}),
     ("model-index-not-json", lambda m: lm(m) | {"models": [m["a"], m["bad_index"]]}),
     ("model-shape-mismatch", lambda m: lm(m) | {"models": [m["a"], m["wide"]]}),
     ("model-arch-mismatch", lambda m: lm(m) | {"models": [m["a"], m["other_arch"]]}),
@@ -114,6 +115,7 @@ def broken_models(tiny_models, tmp_path_factory):
     shard.write_bytes(shard.read_bytes()[:200])
     shard = sorted(copy("garbled").glob("*.safetensors"))[0]
     shard.write_bytes(b"\x99" * 64 + shard.read_bytes()[64:])
+    (copy("list_config") / "config.json").write_text("[1, 2]")
     (copy("bad_index") / "model.safetensors.index.json").write_text("{not json")
     cfg_path = copy("other_arch") / "config.json"
     cfg = json.loads(cfg_path.read_text())

@@ -163,19 +163,18 @@ def check_tasks(fitness: dict[str, Any]) -> str:
 # ---- models -------------------------------------------------------------------------------------------------
 
 def _model_refs(cfg: RunConfig, space) -> list[str]:
-    refs = ([cfg.base] if cfg.base else []) + list(cfg.models)
-    try:
-        refs += [s for s in space.sources() if isinstance(s, str)]
-    except Exception:  # a space without plain sources (nested recipes are checked when merged)
-        pass
+    """The model folders a run reads: base, models, and the space's sources (leaves of nested recipes)."""
+    refs = ([cfg.base] if cfg.base else []) + list(cfg.models) + [s for s in space.sources() if isinstance(s, str)]
     return list(dict.fromkeys(refs))
 
 
 def _read_json(path: Path) -> None:
     try:
-        json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise EvomergeError(f"{path} is not valid JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise EvomergeError(f"{path} does not hold a JSON object (got {type(data).__name__})")
 
 
 def check_model(ref: str):
