@@ -97,3 +97,11 @@ def test_run_name_stays_under_the_run_root(tmp_path, monkeypatch):
     res = CliRunner().invoke(cli, ["run", "job.yaml"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "runs" / "ok.name-1" / "ledger.jsonl").exists()
+
+
+def test_library_classes_that_run_commands_are_not_allowed():
+    """Allowed modules are listed one by one: nevergrad's CommandFunction (runs a command when called) is not."""
+    from nevergrad.parametrization.utils import CommandFunction
+
+    with pytest.raises(EvomergeError, match="CommandFunction, which is not on the allow-list"):
+        safe_loads(pickle.dumps(CommandFunction(["true"])))
