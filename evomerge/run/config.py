@@ -177,9 +177,11 @@ def validate_run(cfg: RunConfig):
         executor_cls.validate_options(cfg.executor.options)
     if getattr(worker_cls, "needs_models", True):
         from evomerge.models import resolve_model
+        from evomerge.zoo.build import unbuilt_zoo
 
         for ref in ([cfg.base] if cfg.base else []) + cfg.models:
-            resolve_model(ref)  # raises "model folder not found: ..." for a missing model
+            if not ref.startswith("zoo://") or unbuilt_zoo(ref) is None:  # the run builds a zoo, not validation
+                resolve_model(ref)  # raises "model folder not found: ..." for a missing model
     space = build_space(cfg.space, base=cfg.base, models=cfg.models)
     optimizer = make_optimizer(cfg.optimizer.name, space, cfg.directions, seed=cfg.seed,
                                population=cfg.optimizer.population, budget=cfg.budget.evaluations,

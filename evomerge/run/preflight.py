@@ -65,7 +65,14 @@ def preflight(cfg: RunConfig, run_dir: Optional[Path] = None, *, resuming: bool 
     if getattr(worker_cls, "needs_models", True):
         from evomerge.spaces.dataflow import DataFlowSpace
 
-        rep.checks.append(check_models(_model_refs(cfg, space), layer_paths=isinstance(space, DataFlowSpace)))
+        refs = _model_refs(cfg, space)
+        unbuilt_zoo = _unbuilt_zoo if any(r.startswith("zoo://") for r in refs) else (lambda r: None)
+        pending = sorted({v for r in refs if (v := unbuilt_zoo(r)) is not None})
+        if pending:  # building a zoo is compute: the run does it first, preflight only says so
+            rep.checks.append(f"zoo {', '.join(pending)}: not built yet; the run builds it first (minutes)")
+            refs = [r for r in refs if unbuilt_zoo(r) is None]
+        if refs:
+            rep.checks.append(check_models(refs, layer_paths=isinstance(space, DataFlowSpace)))
     rep.seconds = time.perf_counter() - t0
     return rep
 
@@ -161,6 +168,12 @@ def check_tasks(fitness: dict[str, Any]) -> str:
 
 
 # ---- models -------------------------------------------------------------------------------------------------
+
+def _unbuilt_zoo(ref: str) -> Optional[str]:
+    from evomerge.zoo.build import unbuilt_zoo
+
+    return unbuilt_zoo(ref)
+
 
 def _model_refs(cfg: RunConfig, space) -> list[str]:
     """The model folders a run reads: base, models, and the space's sources (leaves of nested recipes)."""
