@@ -268,3 +268,18 @@ def test_an_internal_error_is_one_line_with_a_log_file(tmp_path, monkeypatch):
     assert lines[0].startswith("error: internal error (ZeroDivisionError: deliberate); traceback in ")
     log = Path(lines[0].rsplit(" ", 1)[1])
     assert "Traceback" in log.read_text() and "deliberate" in log.read_text()
+
+
+def test_an_error_mid_run_leaves_no_progress_bar(tmp_path, monkeypatch):
+    """The bar is up (candidates done) when the error comes: only the error line remains."""
+    from evomerge.errors import EvomergeError
+    from evomerge.run.loop import SearchContext
+
+    def fail(self, *a, **k):
+        raise EvomergeError("cannot write checkpoint: disk full")
+
+    monkeypatch.setattr(SearchContext, "checkpoint", fail)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(syn()))
+    res = CliRunner().invoke(cli, ["run", "job.yaml"])
+    assert [ln for ln in res.output.splitlines() if ln.strip()] == ["error: cannot write checkpoint: disk full"]
