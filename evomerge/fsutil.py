@@ -33,3 +33,32 @@ def file_lock(path: str | Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path, skip: tuple[str, ...] = ("ray",)) -> list[Path]:
+    """Delete the temp files (``.NAME.tmp-PID``) that ``atomic_write`` calls killed mid-write left under
+    ``folder`` (not in the ``skip`` subfolders); a live writer's temp file is kept. Returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.rglob(".*.tmp-*"):
+        rel = path.relative_to(folder).parts
+        if rel[0] in skip or not path.is_file():
+            continue
+        pid = path.name.rpartition(".tmp-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed

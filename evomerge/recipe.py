@@ -174,5 +174,6 @@ def _one_line(exc: ValidationError) -> str:
     parts = []
     for e in exc.errors():
         loc = ".".join(str(x) for x in e["loc"])
-        parts.append(f"{loc}: {e['msg']}" if loc else e["msg"])
+        msg = e["msg"].removeprefix("Value error, ")  # our own validators' messages stand alone
+        parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)

@@ -34,8 +34,12 @@ def resolve(kind: str, name_or_path: str | os.PathLike, suffixes: tuple[str, ...
     for cand in [base / str(name_or_path)] + [base / f"{name_or_path}{s}" for s in suffixes]:
         if cand.exists():
             return cand
-    known = sorted({q.stem for q in base.rglob("*") if q.suffix in suffixes})
-    raise EvomergeError(f"{kind[:-1] if kind.endswith('s') else kind} {str(name_or_path)!r} is neither a path nor a shipped name "
+    if suffixes:
+        known = sorted({q.stem for q in base.rglob("*") if q.suffix in suffixes})
+    else:  # folders (lm-eval task folders)
+        known = sorted(q.name for q in base.iterdir() if q.is_dir() and not q.name.startswith((".", "_")))
+    label = {"search_spaces": "search space", "fitness": "fitness folder", "experiments": "experiment"}[kind]
+    raise EvomergeError(f"{label} {str(name_or_path)!r} is neither a path nor a shipped name "
                         f"(shipped: {', '.join(known) or 'none'})")
 
 

@@ -185,3 +185,25 @@ def test_cli_run_starts_ray_inside_the_run_dir_and_writes_nothing_in_home(ci_zoo
     assert sessions and (sessions[0] / "logs").is_dir()
     assert not any(home.iterdir()), sorted(p.name for p in home.iterdir())
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("evomerge-ray-*"))  # the short link is removed
+
+
+def ledger_lines(run_dir):
+    """The ledger as written, record by record, without the timing fields (wall-clock dependent)."""
+    import json
+
+    return [json.dumps({k: v for k, v in r.items() if k not in ("time", "timings")}, sort_keys=True)
+            for r in Ledger(Path(run_dir) / "ledger.jsonl")]
+
+
+@pytest.mark.slow  # two Ray runs with uneven candidate costs: about a minute on 2 busy cores
+def test_two_ray_runs_write_the_local_ledger_in_proposal_order(ray_session, ci_zoo, tmp_path):
+    fitness = {"kind": "synthetic", "tasks": ["add", "reverse", "sort"], "num_layers": 2, "sleep_s": 0.02,
+               "sleep_spread_s": 0.4}  # uneven costs: results come back out of proposal order
+    kw = dict(fitness=fitness, budget={"evaluations": 10})
+    local = run_search(run_config_from_dict(config(ci_zoo, {"name": "local"}, **kw)), tmp_path / "local")
+    runs = [run_search(run_config_from_dict(config(ci_zoo, RAY2, **kw)), tmp_path / f"ray{i}") for i in range(2)]
+    want = ledger_lines(local)
+    assert len(want) == 10
+    assert [r["index"] for r in Ledger(local / "ledger.jsonl")] == [0, 1, 2, 3, 4] * 2
+    for run_dir in runs:
+        assert ledger_lines(run_dir) == want

@@ -4,7 +4,7 @@ Task ``k`` prefers model ``k mod N`` at weight 1.0 and the others at 0.2 on ever
 ``exp(-mean squared distance)`` of the recipe's resolved per-tensor weights from that target, in (0, 1]. It
 exercises the whole search machinery (decode, overrides, ledger, resume) in milliseconds, and is what the
 kill/resume tests and the overhead benchmark use. ``fail_above`` / ``nan_above`` turn large weights into an
-exception / a NaN metric, to exercise failure handling; ``sleep_s`` simulates evaluation time.
+exception / a NaN metric, to exercise failure handling; ``sleep_s`` simulates evaluation time (``sleep_spread_s``: uneven, per recipe).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class SyntheticConfig(BaseModel):
     tasks: list[str] = Field(default_factory=lambda: ["a", "b"], min_length=1)
     num_layers: int = Field(4, ge=1)
     sleep_s: float = Field(0.0, ge=0)
+    sleep_spread_s: float = Field(0.0, ge=0, description="extra sleep in [0, this), set by the recipe: uneven costs")
     fail_above: Optional[float] = None
     nan_above: Optional[float] = None
     test_shift: float = 0.05
@@ -57,8 +58,8 @@ class SyntheticWorker(Worker):
         w = np.array([[float(recipe.resolve_params(m, t).get("weight", 1.0)) for m in models] for t in self.tensors])
         if self.cfg.fail_above is not None and w.max() > self.cfg.fail_above:
             raise RuntimeError(f"synthetic merge failure: weight {w.max():.3f} > {self.cfg.fail_above}")
-        if self.cfg.sleep_s:
-            time.sleep(self.cfg.sleep_s)
+        if self.cfg.sleep_s or self.cfg.sleep_spread_s:
+            time.sleep(self.cfg.sleep_s + self.cfg.sleep_spread_s * float(abs(w.sum()) * 997 % 1.0))
         t1 = time.perf_counter()
         shift = self.cfg.test_shift if split == "test" else 0.0
         scores = {}

@@ -109,7 +109,9 @@ class Optimizer(ABC):
         return {"blob": blob, "n_told": self.n_told}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        impl, self._pending = pickle.loads(state["blob"])
+        from evomerge.safe_pickle import safe_loads
+
+        impl, self._pending = safe_loads(state["blob"], f"{type(self).__name__} optimizer state")
         self._set_state(impl)
         self.n_told = int(state["n_told"])
 

@@ -14,8 +14,9 @@ import warnings
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from evomerge.errors import ConfigError
 from evomerge.optim.base import Optimizer
 from evomerge.optim.registry import OPTIMIZERS
 
@@ -24,6 +25,40 @@ class CMAOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sigma0: float = Field(0.25, gt=0, le=1, description="initial step size in unit-cube coordinates")
     cma_options: dict[str, Any] = Field(default_factory=dict, description="passed to cma.CMAEvolutionStrategy")
+
+    @field_validator("cma_options")
+    @classmethod
+    def _known(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """Names checked against pycma's own option list; values must be data: pycma evaluates string
+        values as Python expressions, and ignores keys it does not know."""
+        import difflib
+
+        import cma
+
+        known = sorted(cma.CMAOptions())
+        for key, value in v.items():
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                raise ValueError(f"unknown pycma option {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            if key in _OURS:
+                raise ValueError(f"pycma option {key!r} is set by evomerge ({_OURS[key]})")
+            if isinstance(value, str) or _has_str(value):
+                raise ValueError(f"pycma option {key!r}: give a number, bool or list, not a string "
+                                 f"({value!r}); pycma would evaluate it as code")
+        return v
+
+
+#: pycma options evomerge sets itself, and where they come from instead
+_OURS = {"bounds": "the search space's unit cube", "popsize": "optimizer.population", "randn": "the seeded RNG",
+         "seed": "the run's seed", "verbose": "logging"}
+
+
+def _has_str(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(isinstance(x, str) or _has_str(x) for x in value)
+    if isinstance(value, dict):
+        return any(isinstance(x, str) or _has_str(x) for x in value.values())
+    return False
 
 
 @OPTIMIZERS.register("cma")
@@ -43,7 +78,11 @@ class CMAES(Optimizer):
             np.random.seed(self.seed)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self._es = cma.CMAEvolutionStrategy(x0, self.options.sigma0, opts)
+                try:
+                    self._es = cma.CMAEvolutionStrategy(x0, self.options.sigma0, opts)
+                except Exception as exc:  # pycma checks values late, with its own exceptions
+                    raise ConfigError(f"pycma refused the options: {type(exc).__name__}: "
+                                      f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
             self._np_state = np.random.get_state()
         finally:
             np.random.set_state(outer)

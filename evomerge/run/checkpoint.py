@@ -2,7 +2,8 @@
 
 Write: temp file -> fsync -> rename (then the checksum file the same way, then fsync the folder). Read: the
 newest checkpoint whose bytes match its checksum; a corrupt or half-written latest one falls back to the one
-before, with a warning.
+before, with a warning. The checksum catches corruption, not tampering: files are unpickled through
+:func:`evomerge.safe_pickle.safe_loads`, which refuses anything but optimizer-state types (no code runs).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Optional
 
 from evomerge.errors import EvomergeError
 from evomerge.fsutil import atomic_write
+from evomerge.safe_pickle import safe_loads
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^ckpt-(\d{6,})\.pkl$")
@@ -67,10 +69,8 @@ def _read_verified(path: Path) -> Optional[dict[str, Any]]:
     if hashlib.sha256(data).hexdigest() != want:
         log.warning("checkpoint %s fails its checksum; falling back to the previous one", path.name)
         return None
-    try:
-        return pickle.loads(data)
-    except Exception as exc:  # checksum matched but unpickling failed: a version mismatch, not corruption
-        raise EvomergeError(f"checkpoint {path} cannot be loaded: {exc}") from None
+    # checksum matched: a failure now is a version mismatch or a tampered file, not corruption (one line)
+    return safe_loads(data, f"checkpoint {path}")
 
 
 def load_latest_checkpoint(folder: str | os.PathLike) -> Optional[tuple[int, dict[str, Any]]]:

@@ -38,6 +38,10 @@ def progress_reporter(total: Optional[int], maximize: bool = True):
 
     try:
         yield on_event
+    except BaseException:
+        if state["bar"] is not None:  # the error line must stand alone: erase the bar instead of leaving it
+            state["bar"].live.transient = True
+        raise
     finally:
         if state["bar"] is not None:
             state["bar"].stop()
@@ -63,13 +67,35 @@ def run_cmd(config: str, run_dir: Optional[Path]) -> None:
                 run_search(cfg, stage_dir, progress=on_event)
         click.echo(f"staged job finished: {run_dir}  (evomerge status {run_dir}/{job.stages[-1].name})")
         return
-    from evomerge.plan import plan_job
-
-    plan_job(job)  # a job that cannot fit on this node stops here, before any compute
     run_dir = run_dir or default_run_dir(job)
     with progress_reporter(job.budget.evaluations, job.directions[0] == "maximize") as on_event:
         run_search(job, run_dir, progress=on_event)
     click.echo(f"run finished: {run_dir}  (evomerge status {run_dir})")
+
+
+@cli.command("check")
+@click.argument("config")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also check this run directory (default: where `evomerge run` would write).")
+def check_cmd(config: str, run_dir: Optional[Path]) -> None:
+    """Preflight CONFIG: every check that needs no compute (config, run dir, executor resources, lm-eval tasks,
+    model folders); writes nothing. Exit 0 when `evomerge run CONFIG` would start."""
+    from evomerge.run.loop import default_run_dir
+    from evomerge.run.preflight import preflight
+    from evomerge.run.staged import StagedConfig, check_stages, load_job
+
+    job = load_job(config)
+    if isinstance(job, StagedConfig):
+        run_dir = run_dir or Path(job.run_dir or Path("runs") / job.name)
+        for line in check_stages(job, run_dir):
+            click.echo(line)
+        click.echo(f"ok: staged job {job.name} ({len(job.stages)} stages) would run in {run_dir}")
+        return
+    run_dir = run_dir or default_run_dir(job)
+    rep = preflight(job, run_dir)
+    for line in rep.checks:
+        click.echo(f"  {line}")
+    click.echo(f"ok: {job.name} would run in {run_dir} ({rep.seconds:.1f}s of checks)")
 
 
 @cli.command("resume")

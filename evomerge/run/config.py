@@ -7,15 +7,39 @@ fitness kind reports, so a bad config fails with one line before any merge or ev
 from __future__ import annotations
 
 import copy
-from pathlib import Path
+import re
+from pathlib import Path, PurePath
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evomerge.errors import ConfigError
 from evomerge.recipe import _one_line
 from evomerge.yaml_io import parse_yaml
+
+
+#: a run or stage name: one path component of safe characters (it names a folder under the run root)
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
+def check_name(v: str, what: str = "name") -> str:
+    if not re.match(SAFE_NAME, v or ""):
+        raise ValueError(f"{what} {v!r} must be one folder name of letters, digits, '_', '.', '-' "
+                         "(starting with a letter or digit)")
+    return v
+
+
+def check_relative_dir(v: Optional[str]) -> Optional[str]:
+    """A config's ``run_dir``: a relative path that stays inside the working folder (another place: the
+    command line's --run-dir, which a config someone sent you cannot set)."""
+    if v is None:
+        return v
+    p = PurePath(v)
+    if p.is_absolute() or ".." in p.parts or str(v).startswith("~") or not p.parts:
+        raise ValueError(f"run_dir {v!r} must be a relative path inside the working folder without '..' "
+                         "(use --run-dir for another place)")
+    return v
 
 
 class _Strict(BaseModel):
@@ -81,6 +105,9 @@ class RunConfig(_Strict):
     # config.json fields of the models (model_type, hidden_size, ...): lets `evomerge plan` size a job whose
     # models are not on this machine; ignored when they are
     architecture: Optional[dict[str, Any]] = None
+
+    _name = field_validator("name")(classmethod(lambda cls, v: check_name(v, "run name")))
+    _run_dir = field_validator("run_dir")(classmethod(lambda cls, v: check_relative_dir(v)))
 
     @model_validator(mode="after")
     def _check(self):
@@ -153,9 +180,11 @@ def validate_run(cfg: RunConfig):
         executor_cls.validate_options(cfg.executor.options)
     if getattr(worker_cls, "needs_models", True):
         from evomerge.models import resolve_model
+        from evomerge.zoo.build import unbuilt_zoo
 
         for ref in ([cfg.base] if cfg.base else []) + cfg.models:
-            resolve_model(ref)  # raises "model folder not found: ..." for a missing model
+            if not ref.startswith("zoo://") or unbuilt_zoo(ref) is None:  # the run builds a zoo, not validation
+                resolve_model(ref)  # raises "model folder not found: ..." for a missing model
     space = build_space(cfg.space, base=cfg.base, models=cfg.models)
     optimizer = make_optimizer(cfg.optimizer.name, space, cfg.directions, seed=cfg.seed,
                                population=cfg.optimizer.population, budget=cfg.budget.evaluations,

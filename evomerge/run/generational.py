@@ -5,6 +5,10 @@ was *before* the next ``ask``. On resume the optimizer is restored and asked aga
 gives the same points; candidates of that generation already in the ledger are taken from it instead of being
 evaluated again, the rest are evaluated and appended. So no completed evaluation is lost or redone, and the
 ledger ends the same as an uninterrupted run's (up to timings).
+
+Records are appended in proposal order (a result that comes back before an earlier index waits in memory),
+so the same seed writes the same ledger with any executor and any number of workers (up to the ``timings``
+and ``time`` fields); a crash loses at most the results that were waiting, and they are evaluated again.
 """
 
 from __future__ import annotations
@@ -36,6 +40,16 @@ def _budget_left(cfg: RunConfig, gen: int, n_evals: int, elapsed: float) -> Opti
     return n if n > 0 else None
 
 
+def _write_ready(ctx: "SearchContext", gen: int, points: list, slots: list, done: dict) -> None:
+    """Append finished results in proposal (index) order, whatever order the executor returned them in."""
+    for i in range(len(points)):
+        if slots[i] is None:
+            if i not in done:
+                return
+            recipe, res = done.pop(i)
+            slots[i] = ctx.append(gen, i, points[i], recipe, res)
+
+
 def run_generational(ctx: "SearchContext") -> int:
     """Run generations until the budget is spent; returns the number of generations told."""
     gen, n_checkpointed = ctx.state.get("gen", 0), ctx.state.get("n_records", 0)
@@ -51,6 +65,7 @@ def run_generational(ctx: "SearchContext") -> int:
     while (n := _budget_left(ctx.cfg, gen, n_checkpointed, ctx.elapsed())) is not None:
         points = ctx.optimizer.ask(n)
         slots: list[Optional[dict[str, Any]]] = [None] * n
+        done: dict[int, tuple[Any, CandidateResult]] = {}  # evaluated, waiting for the earlier indices
         tasks = []
         for i, point in enumerate(points):
             if i in replay:
@@ -62,12 +77,14 @@ def run_generational(ctx: "SearchContext") -> int:
             try:
                 tasks.append((i, ctx.space.decode(point)))
             except EvomergeError as exc:
-                slots[i] = ctx.append(gen, i, point, None, CandidateResult.failed(f"decode: {exc}"))
+                done[i] = (None, CandidateResult.failed(f"decode: {exc}"))
         recipes = dict(tasks)
         ctx.emit("generation", gen=gen, size=n, replayed=n - len(tasks))
+        _write_ready(ctx, gen, points, slots, done)
         if tasks:
             for i, res in ctx.executor.map(tasks):
-                slots[i] = ctx.append(gen, i, points[i], recipes[i], res)
+                done[i] = (recipes[i], res)
+                _write_ready(ctx, gen, points, slots, done)
         if replay:
             raise EvomergeError(f"ledger holds candidates of generation {gen} that the optimizer did not ask")
         ctx.optimizer.tell(points, [s["values"] for s in slots])

@@ -24,10 +24,11 @@ from typing import Any, Callable, Optional
 
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.execution.base import EXECUTORS, CandidateResult, Executor, WorkerSpec
-from evomerge.fsutil import atomic_write
+from evomerge.fsutil import atomic_write, remove_stale_temps
 from evomerge.run.checkpoint import load_latest_checkpoint, save_checkpoint
-from evomerge.run.config import RunConfig, resolve_schedule, run_config_from_dict, validate_run
+from evomerge.run.config import RunConfig, resolve_schedule, run_config_from_dict
 from evomerge.run.ledger import Ledger
+from evomerge.run.preflight import preflight
 from evomerge.yaml_io import parse_yaml
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,12 @@ Progress = Callable[[dict[str, Any]], None]
 CHECKPOINT_VERSION = 2
 
 
+RUN_ROOT = Path("runs")
+
+
 def default_run_dir(cfg: RunConfig) -> Path:
-    return Path(cfg.run_dir) if cfg.run_dir else Path("runs") / cfg.name
+    """``cfg.run_dir`` (a relative path inside the working folder, checked by RunConfig), else RUN_ROOT/NAME."""
+    return Path(cfg.run_dir) if cfg.run_dir else RUN_ROOT / cfg.name
 
 
 def _identity(cfg: RunConfig) -> dict[str, Any]:
@@ -59,24 +64,31 @@ def load_run_dir_config(run_dir: Path) -> RunConfig:
     return run_config_from_dict(parse_yaml(path.read_text(), f"run config YAML {path}"))
 
 
+def identity_diff(cfg: RunConfig, run_dir: Path) -> list[str]:
+    """Top-level keys in which ``cfg`` names another run than the one ``run_dir`` holds ([] = the same run)."""
+    a, b = _identity(load_run_dir_config(run_dir)), _identity(cfg)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
-    """Create the run dir with the resolved config, or check an existing one holds this same run."""
+    """Create the run dir with the resolved config, or check an existing one holds this same run; removes
+    temporary files an interrupted write left behind."""
     path = run_dir / "config.yaml"
     if path.exists():
-        old = load_run_dir_config(run_dir)
-        a, b = _identity(old), _identity(cfg)
-        if a != b:
-            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        diff = identity_diff(cfg, run_dir)
+        if diff:
             raise ConfigError(f"run dir {run_dir} already holds a different run (differs in: {', '.join(diff)}); "
                               "pick another --run-dir or use 'evomerge resume'")
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(run_dir)
     atomic_write(path, cfg.to_yaml())
 
 
 def run_search(cfg: RunConfig, run_dir: Optional[Path] = None, progress: Optional[Progress] = None) -> Path:
     """Validate, then run (or continue) the search into ``run_dir``; returns the run dir."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
-    space, optimizer, _ = validate_run(cfg)  # every config error surfaces here, before any compute
+    rep = preflight(cfg, run_dir)  # every error that needs no compute surfaces here; nothing written before
+    space, optimizer = rep.space, rep.optimizer
     prepare_run_dir(cfg, run_dir)
     _search(cfg, run_dir, space, optimizer, progress)
     return run_dir
@@ -88,7 +100,8 @@ def resume(run_dir: Path, progress: Optional[Progress] = None, budget: Optional[
     cfg = load_run_dir_config(run_dir)
     if budget:
         cfg = run_config_from_dict({**cfg.model_dump(mode="json"), "budget": {**cfg.budget.model_dump(), **budget}})
-    space, optimizer, _ = validate_run(cfg)
+    rep = preflight(cfg, run_dir, resuming=True)
+    space, optimizer = rep.space, rep.optimizer
     prepare_run_dir(cfg, run_dir)
     _search(cfg, run_dir, space, optimizer, progress)
     return run_dir

@@ -22,11 +22,11 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.recipe import _one_line
-from evomerge.run.config import RunConfig, read_experiment, run_config_from_dict
+from evomerge.run.config import RunConfig, check_name, check_relative_dir, read_experiment, run_config_from_dict
 from evomerge.run.loop import Progress, run_search
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
+
+    _name = field_validator("name")(classmethod(lambda cls, v: check_name(v, "stage name")))
     experiment: Union[str, dict[str, Any]]  # a shipped experiment name, a YAML path, or a whole run config
     overrides: dict[str, Any] = Field(default_factory=dict)  # merged into the experiment, mapping by mapping
 
@@ -47,6 +49,9 @@ class StagedConfig(BaseModel):
     description: str = ""
     stages: list[StageConfig] = Field(min_length=1)
     run_dir: Optional[str] = None
+
+    _name = field_validator("name")(classmethod(lambda cls, v: check_name(v, "job name")))
+    _run_dir = field_validator("run_dir")(classmethod(lambda cls, v: check_relative_dir(v)))
 
     @model_validator(mode="after")
     def _unique(self):
@@ -117,19 +122,25 @@ def _uses_best_of(data: dict[str, Any]) -> bool:
     return bool(found)
 
 
-def check_stages(job: StagedConfig) -> None:
-    """Validate what can be checked before any stage runs: every stage's config without ``best_of`` sources."""
-    from evomerge.run.config import validate_run
+def check_stages(job: StagedConfig, run_dir: Optional[Path] = None) -> list[str]:
+    """Preflight what can be checked before any stage runs: every stage's config without ``best_of`` sources
+    (the others need an earlier stage's result and are checked when they start). Returns one line per stage."""
+    from evomerge.run.preflight import preflight
 
+    lines = []
     for i, stage in enumerate(job.stages):
         if _uses_best_of(_stage_data(stage)):
-            continue  # needs an earlier stage's result; checked when it starts
-        validate_run(stage_config(job, i, Path(".")))
+            lines.append(f"  stage {stage.name}: uses an earlier stage's result; checked when it starts")
+            continue
+        stage_dir = None if run_dir is None else Path(run_dir) / stage.name
+        rep = preflight(stage_config(job, i, Path(run_dir or ".")), stage_dir)
+        lines.append(f"  stage {stage.name}: " + "; ".join(rep.checks))
+    return lines
 
 
 def iter_stages(job: StagedConfig, run_dir: Path) -> Iterator[tuple[StageConfig, RunConfig, Path]]:
     """``(stage, resolved config, stage run dir)`` in order, each resolved only when the previous one has run."""
-    check_stages(job)
+    check_stages(job, run_dir)
     for i, stage in enumerate(job.stages):
         yield stage, stage_config(job, i, run_dir), run_dir / stage.name
 

@@ -113,6 +113,11 @@ def _short_names(models: list[str]) -> list[str]:
 def read_num_layers(ref: str) -> int:
     from evomerge.models import resolve_model
 
+    if ref.startswith("zoo://"):  # a zoo not built yet: its planned depth (validation must not build it)
+        from evomerge.zoo.build import VARIANTS, unbuilt_zoo
+
+        if (variant := unbuilt_zoo(ref)) is not None:
+            return VARIANTS[variant].model.num_layers
     path = Path(resolve_model(ref)) / "config.json"
     if not path.exists():
         raise ConfigError(f"cannot read the layer count of {ref!r} (no local config.json); set num_layers")

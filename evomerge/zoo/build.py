@@ -221,6 +221,19 @@ def zoo_path(variant: str, seed: int = 0, cache_dir: str | Path | None = None) -
     return root / "zoo" / f"{variant}-{settings_hash(variant_settings(variant), seed)}"
 
 
+def unbuilt_zoo(ref: str) -> str | None:
+    """The variant of a ``zoo://VARIANT/NAME`` reference whose cached zoo is not built yet (else None), so
+    that validation can say so instead of building it (the run builds it first)."""
+    if not isinstance(ref, str) or not ref.startswith("zoo://"):
+        return None
+    variant = ref[len("zoo://"):].partition("/")[0]
+    if variant not in VARIANTS:
+        return None  # resolve_model says what is wrong
+    path = zoo_path(variant)
+    m = read_manifest(path)
+    return None if m is not None and m.get("hash") == path.name.rsplit("-", 1)[1] else variant
+
+
 def ensure_zoo(variant: str = "ci", seed: int = 0, progress: bool = False,
                cache_dir: str | Path | None = None) -> Path:
     """The folder of a built zoo variant in evomerge's cache, building it on first use."""

@@ -14,6 +14,9 @@ from evomerge.errors import EvomergeError
 @cli.group()
 def zoo() -> None:
     """The tiny model zoo: a char-level Llama base and one expert per skill."""
+
+
+def _quiet_hf() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own rich progress/status instead
@@ -31,12 +34,13 @@ def _skills_option(value: str | None) -> list[str] | None:
 @click.option("--force", is_flag=True, help="Replace a zoo built in OUT_DIR with other settings.")
 def build_cmd(out_dir: Path | None, variant: str, seed: int, skills: str | None, force: bool) -> None:
     """Build the zoo into OUT_DIR (default: evomerge's cache); reuses it if built with the same settings."""
+    skill_list = _skills_option(skills)
+    if out_dir is None and skill_list is not None:
+        raise EvomergeError("--skills needs an explicit OUT_DIR (the cache holds the standard variants)")
+    _quiet_hf()
     from evomerge.zoo.build import build_zoo, ensure_zoo
 
-    skill_list = _skills_option(skills)
     if out_dir is None:
-        if skill_list is not None:
-            raise EvomergeError("--skills needs an explicit OUT_DIR (the cache holds the standard variants)")
         path = ensure_zoo(variant, seed=seed, progress=True)
     else:
         path = build_zoo(out_dir, variant=variant, seed=seed, skills=skill_list, progress=True, force=force)
@@ -57,15 +61,20 @@ def report_cmd(zoo_dir: Path | None, variant: str, seed: int, split: str, limit:
     """Accuracy per skill of the base, each expert and simple merges (average, task arithmetic, TIES)."""
     import json
 
-    from evomerge.zoo.build import ensure_zoo, read_manifest
+    if limit is not None and limit < 1:
+        raise EvomergeError("--limit must be >= 1")
+    if zoo_dir is not None:
+        try:
+            json.loads((zoo_dir / "zoo.json").read_text())
+        except (OSError, ValueError):
+            raise EvomergeError(f"{zoo_dir} is not a built zoo (no readable zoo.json); "
+                                f"run `evomerge zoo build {zoo_dir}`") from None
+    _quiet_hf()
+    from evomerge.zoo.build import ensure_zoo
     from evomerge.zoo.report import acceptance, render_table, zoo_report
 
     if zoo_dir is None:
         zoo_dir = ensure_zoo(variant, seed=seed, progress=True)
-    elif read_manifest(zoo_dir) is None:
-        raise EvomergeError(f"{zoo_dir} is not a built zoo (no zoo.json); run `evomerge zoo build {zoo_dir}`")
-    if limit is not None and limit < 1:
-        raise EvomergeError("--limit must be >= 1")
     console = Console()
     with console.status("evaluating base, experts and merges..."):
         rows = zoo_report(zoo_dir, split=split, limit=limit)

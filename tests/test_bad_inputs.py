@@ -1,0 +1,287 @@
+"""A battery of bad inputs, as a new user would make them: each ends in exactly one ``error:`` line, exit 2,
+no traceback, and writes nothing (no run directory, no merge output). Broken model folders are built here
+from the tiny Llama fixtures (truncated / garbled safetensors, config.json that is not JSON, shape and
+architecture mismatches)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from evomerge.cli import cli
+
+SYN = {"name": "bad", "base": "/m/base", "models": ["/m/a", "/m/b"],
+       "space": {"preset": "ties_layerwise", "num_layers": 4}, "fitness": {"kind": "synthetic"},
+       "objectives": [{"metric": "mean"}], "optimizer": {"name": "cma", "population": 4},
+       "budget": {"evaluations": 4}}
+LM = {"kind": "lm_eval", "tasks": ["zoo_add"], "include_path": ["zoo"], "estimator": "full", "population": 0}
+
+
+def syn(**kw):
+    return {**SYN, **kw}
+
+
+def lm(models, **kw):
+    return {**SYN, "base": models["base"], "models": [models["a"], models["b"]], "fitness": {**LM, **kw}}
+
+
+def opt(**kw):
+    return {"name": "cma", "population": 4, **kw}
+
+
+# (id, config) for `evomerge run CONFIG`: a mapping (written as YAML), a str (written verbatim), or a
+# callable(models) -> mapping for the cases that need the broken model folders
+CONFIGS = [
+    ("yaml-broken", "name: [unclosed\nmodels: {"),
+    ("yaml-not-mapping", "- a\n- b\n"),
+    ("yaml-empty", ""),
+    ("yaml-tab-indent", "name: x\n\tmodels: []\n"),
+    ("unknown-key", syn(modles=["/m/a"])),
+    ("models-wrong-type", syn(models=5)),
+    ("models-empty", syn(models=[])),
+    ("objectives-empty", syn(objectives=[])),
+    ("objective-unknown-metric", syn(objectives=[{"metric": "accuracy"}])),
+    ("objective-bad-direction", syn(objectives=[{"metric": "mean", "direction": "up"}])),
+    ("objective-twice", syn(objectives=[{"metric": "mean"}, {"metric": "mean"}])),
+    ("budget-missing", {k: v for k, v in SYN.items() if k != "budget"}),
+    ("budget-zero", syn(budget={"evaluations": 0})),
+    ("budget-wrong-type", syn(budget={"evaluations": "many"})),
+    ("budget-empty", syn(budget={})),
+    ("seed-wrong-type", syn(seed="abc")),
+    ("fitness-no-kind", syn(fitness={"tasks": ["a"]})),
+    ("fitness-unknown-kind", syn(fitness={"kind": "bleu"})),
+    ("fitness-extra-key", syn(fitness={"kind": "synthetic", "bogus": 1})),
+    ("space-unknown-preset", syn(space={"preset": "nosuch"})),
+    ("space-missing-file", syn(space="no/such/space.yaml")),
+    ("space-bad-bounds", syn(space={"preset": "ties_layerwise", "num_layers": 4, "weight": {"low": 2, "high": 1}})),
+    ("optimizer-unknown", syn(optimizer=opt(name="adam"))),
+    ("optimizer-population-zero", syn(optimizer=opt(population=0))),
+    ("optimizer-unknown-option", syn(optimizer=opt(options={"sigma": 0.3}))),
+    ("cma-option-misspelled", syn(optimizer=opt(options={"cma_options": {"popsizee": 3}}))),
+    ("cma-option-string", syn(optimizer=opt(options={"cma_options": {"tolfun": "1e-3"}}))),
+    ("cma-option-code", syn(optimizer=opt(options={"cma_options": {"maxiter": "__import__('os').getcwd()"}}))),
+    ("cma-sigma-out-of-bounds", syn(optimizer=opt(options={"sigma0": 2.0}))),
+    ("cma-two-objectives", syn(objectives=[{"metric": "a"}, {"metric": "b"}])),
+    ("cma-steady-state", syn(optimizer=opt(schedule="steady_state"))),
+    ("optuna-unknown-sampler", syn(optimizer={"name": "optuna", "options": {"sampler": "bayes"}})),
+    ("optuna-bad-sampler-option", syn(optimizer={"name": "optuna", "options": {"sampler_options": {"x": 1}}})),
+    ("nevergrad-unknown", syn(optimizer={"name": "nevergrad", "options": {"name": "NoSuchOpt"}})),
+    ("executor-unknown", syn(executor={"name": "slurm"})),
+    ("ray-option-misspelled", syn(executor={"name": "ray", "options": {"num_worker": 2}})),
+    ("ray-unreachable", syn(executor={"name": "ray", "options": {"address": "127.0.0.1:1"}})),
+    ("ray-bad-address", syn(executor={"name": "ray", "options": {"address": "no port here"}})),
+    ("ray-too-many-gpus", syn(executor={"name": "ray", "options": {"num_gpus": 64}})),
+    ("ray-too-many-cpus", syn(executor={"name": "ray", "options": {"num_cpus": 4096}})),
+    ("name-dotdot", syn(name="../../etc/x")),
+    ("name-absolute", syn(name="/tmp/evomerge-abs")),
+    ("name-code", syn(name="__import__('os').system('true')")),
+    ("run-dir-absolute", syn(run_dir="/tmp/evomerge-elsewhere")),
+    ("run-dir-escapes", syn(run_dir="../outside")),
+    ("model-missing", lambda m: lm(m, ) | {"models": [m["a"], "/no/such/model"]}),
+    ("model-no-config", lambda m: lm(m) | {"models": [m["a"], m["no_config"]]}),
+    ("model-config-not-json", lambda m: lm(m) | {"models": [m["a"], m["bad_json"]]}),
+    ("model-truncated-safetensors", lambda m: lm(m) | {"models": [m["a"], m["truncated"]]}),
+    ("model-garbled-safetensors", lambda m: lm(m) | {"models": [m["a"], m["garbled"]]}),
+    ("model-config-a-list", lambda m: lm(m) | {"models": [m["a"], m["list_config"]]}),
+    ("model-index-not-json", lambda m: lm(m) | {"models": [m["a"], m["bad_index"]]}),
+    ("model-shape-mismatch", lambda m: lm(m) | {"models": [m["a"], m["wide"]]}),
+    ("model-arch-mismatch", lambda m: lm(m) | {"models": [m["a"], m["other_arch"]]}),
+    ("fitness-include-path-missing", lambda m: lm(m, include_path=["no_such_task_folder"])),
+    ("fitness-unknown-task", lambda m: lm(m, tasks=["zoo_addd"])),
+    ("fitness-unknown-test-task", lambda m: lm(m, test_tasks=["zoo_nope_test"])),
+]
+
+
+@pytest.fixture(scope="module")
+def broken_models(tiny_models, tmp_path_factory):
+    """The tiny models plus broken copies of model ``b``."""
+    root = tmp_path_factory.mktemp("broken")
+    out = dict(tiny_models)
+
+    def copy(name: str) -> Path:
+        dst = root / name
+        shutil.copytree(tiny_models["b"], dst)
+        out[name] = str(dst)
+        return dst
+
+    (copy("no_config") / "config.json").unlink()
+    (copy("bad_json") / "config.json").write_text('{"architectures": ["LlamaForCausalLM"],')
+    shard = sorted(copy("truncated").glob("*.safetensors"))[0]
+    shard.write_bytes(shard.read_bytes()[:200])
+    shard = sorted(copy("garbled").glob("*.safetensors"))[0]
+    shard.write_bytes(b"\x99" * 64 + shard.read_bytes()[64:])
+    (copy("list_config") / "config.json").write_text("[1, 2]")
+    (copy("bad_index") / "model.safetensors.index.json").write_text("{not json")
+    cfg_path = copy("other_arch") / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["architectures"] = ["MistralForCausalLM"]
+    cfg_path.write_text(json.dumps(cfg))
+    from tiny_llama import make_tiny_llama
+
+    make_tiny_llama(root / "wide", 9, hidden=48)
+    out["wide"] = str(root / "wide")
+    return out
+
+
+def assert_one_error(res, *must_not_exist: Path) -> str:
+    text = res.output + (res.stderr if res.stderr_bytes is not None and res.stderr not in res.output else "")
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert res.exit_code == 2, text
+    assert len(errors) == 1, text
+    assert "Traceback" not in text and "internal error" not in text, text
+    assert not any("gen 0" in ln or ln.startswith("WARNING") for ln in lines), text
+    for p in must_not_exist:
+        assert not p.exists(), f"{p} was written: {text}"
+    return errors[0]
+
+
+# every case through `run`; through `check` too, except the model folder and task cases (callables: the same
+# preflight code, and the slowest cases)
+RUN_CHECK = [("run", c) for c in CONFIGS] + [("check", c) for c in CONFIGS if not callable(c[1])]
+
+
+@pytest.mark.parametrize("verb, case", RUN_CHECK, ids=[f"{v}-{c[0]}" for v, c in RUN_CHECK])
+def test_bad_config_is_one_error_line_and_writes_nothing(verb, case, broken_models, tmp_path, monkeypatch):
+    name, cfg = case
+    monkeypatch.chdir(tmp_path)
+    if callable(cfg):
+        cfg = cfg(broken_models)
+    path = tmp_path / "job.yaml"
+    path.write_text(cfg if isinstance(cfg, str) else yaml.safe_dump(cfg))
+    res = CliRunner().invoke(cli, [verb, str(path)])
+    assert_one_error(res, tmp_path / "runs", Path("/tmp/evomerge-abs"), Path("/tmp/evomerge-elsewhere"),
+                     tmp_path.parent / "outside")
+
+
+def test_a_missing_task_folder_names_the_shipped_ones(broken_models, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(lm(broken_models, include_path=["zooo"])))
+    line = assert_one_error(CliRunner().invoke(cli, ["run", "job.yaml"]), tmp_path / "runs")
+    assert "fitness folder 'zooo' is neither a path nor a shipped name (shipped: zoo)" in line
+
+
+def test_a_bad_model_file_is_named(broken_models, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(lm(broken_models) | {"models": [broken_models["truncated"]]}))
+    line = assert_one_error(CliRunner().invoke(cli, ["run", "job.yaml"]), tmp_path / "runs")
+    assert str(sorted(Path(broken_models["truncated"]).glob("*.safetensors"))[0]) in line
+
+
+def test_a_failed_preflight_leaves_the_corrected_config_free_to_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(syn(executor={"name": "slurm"})))
+    assert_one_error(CliRunner().invoke(cli, ["run", "job.yaml"]), tmp_path / "runs")
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(syn()))
+    res = CliRunner().invoke(cli, ["run", "job.yaml"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "runs" / "bad" / "ledger.jsonl").exists()
+
+
+def test_run_dir_holding_another_run_is_refused_untouched(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(syn()))
+    assert CliRunner().invoke(cli, ["run", "job.yaml"]).exit_code == 0
+    before = (tmp_path / "runs" / "bad" / "config.yaml").read_text()
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(syn(seed=9)))
+    line = assert_one_error(CliRunner().invoke(cli, ["run", "job.yaml"]))
+    assert "already holds a different run (differs in: seed)" in line
+    assert (tmp_path / "runs" / "bad" / "config.yaml").read_text() == before
+
+
+@pytest.mark.parametrize("argv", [
+    ["status", "{tmp}/nowhere"], ["status", "{tmp}/empty"], ["resume", "{tmp}/empty"],
+    ["resume", "{tmp}/nowhere"], ["export", "{tmp}/empty", "{tmp}/out"], ["run", "{tmp}/missing.yaml"],
+    ["check", "{tmp}/missing.yaml"], ["run", "{tmp}/job.yaml", "--run-dir", "{tmp}/afile"],
+    ["zoo", "report", "{tmp}/empty"], ["zoo", "build", "--skills", "add"], ["nosuchverb"],
+    ["run"], ["status", "{tmp}/empty", "--top", "many"],
+], ids=lambda a: "-".join(x.replace("{tmp}/", "") for x in a))
+def test_bad_cli_arguments_are_one_error_line(argv, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(syn()))
+    res = CliRunner().invoke(cli, [a.format(tmp=tmp_path) for a in argv])
+    assert_one_error(res, tmp_path / "runs", tmp_path / "out")
+
+
+def _recipe(models, **kw):
+    return {"method": "ties", "base": models["base"],
+            "models": [{"model": models["a"], "params": {"weight": 0.5}},
+                       {"model": models["b"], "params": {"weight": 0.5}}],
+            "params": {"density": 0.5}, **kw}
+
+
+MERGES = [
+    ("missing-file", None),
+    ("yaml-broken", "method: [ties"),
+    ("not-a-mapping", "- ties\n"),
+    ("unknown-method", lambda m: _recipe(m, method="frankenmerge")),
+    ("unknown-kind", lambda m: _recipe(m, kind="quantum")),
+    ("bad-density", lambda m: _recipe(m, params={"density": 1.5})),
+    ("model-missing", lambda m: _recipe(m, base="/no/such/base")),
+    ("model-truncated", lambda m: _recipe(m, base=m["truncated"])),
+    ("model-config-not-json", lambda m: _recipe(m, base=m["bad_json"])),
+    ("model-shape-mismatch", lambda m: _recipe(m, base=m["wide"])),
+    ("mergekit-unknown-method", lambda m: {"merge_method": "model_stock_plus", "models": [{"model": m["a"]}]}),
+    ("mergekit-bad-passthrough", lambda m: {"merge_method": "passthrough", "slices": [{"sources": []}]}),
+    ("mergekit-truncated-model", lambda m: {"merge_method": "linear", "models": [
+        {"model": m["a"], "parameters": {"weight": 0.5}}, {"model": m["truncated"], "parameters": {"weight": 0.5}}]}),
+    ("dataflow-unknown-model", lambda m: {"kind": "dataflow", "models": {"a": m["a"]}, "path": [["b", 0]]}),
+]
+
+
+@pytest.mark.parametrize("case", MERGES, ids=[c[0] for c in MERGES])
+def test_bad_merge_input_is_one_error_line_and_writes_nothing(case, broken_models, tmp_path):
+    name, recipe = case
+    path = tmp_path / "recipe.yaml"
+    if recipe is not None:
+        if callable(recipe):
+            recipe = recipe(broken_models)
+        path.write_text(recipe if isinstance(recipe, str) else yaml.safe_dump(recipe))
+    res = CliRunner().invoke(cli, ["merge", str(path), str(tmp_path / "out")])
+    assert_one_error(res, tmp_path / "out")
+
+
+def test_merge_from_mergekit_flag_on_an_evomerge_recipe(broken_models, tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(_recipe(broken_models)))
+    res = CliRunner().invoke(cli, ["merge", str(path), str(tmp_path / "out"), "--from-mergekit"])
+    assert "is not a mergekit config" in assert_one_error(res, tmp_path / "out")
+
+
+def test_an_internal_error_is_one_line_with_a_log_file(tmp_path, monkeypatch):
+    import evomerge.run.preflight as pf
+
+    def boom(*a, **k):
+        raise ZeroDivisionError("deliberate")
+
+    monkeypatch.setattr(pf, "preflight", boom)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(syn()))
+    res = CliRunner().invoke(cli, ["check", "job.yaml"])
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert lines[0].startswith("error: internal error (ZeroDivisionError: deliberate); traceback in ")
+    log = Path(lines[0].rsplit(" ", 1)[1])
+    assert "Traceback" in log.read_text() and "deliberate" in log.read_text()
+
+
+def test_an_error_mid_run_leaves_no_progress_bar(tmp_path, monkeypatch):
+    """The bar is up (candidates done) when the error comes: only the error line remains."""
+    from evomerge.errors import EvomergeError
+    from evomerge.run.loop import SearchContext
+
+    def fail(self, *a, **k):
+        raise EvomergeError("cannot write checkpoint: disk full")
+
+    monkeypatch.setattr(SearchContext, "checkpoint", fail)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(syn()))
+    res = CliRunner().invoke(cli, ["run", "job.yaml"])
+    assert [ln for ln in res.output.splitlines() if ln.strip()] == ["error: cannot write checkpoint: disk full"]
