@@ -58,13 +58,25 @@ def _l1_factors(x: TensorInputs, mask_of) -> list[float]:
         for i in range(n):
             d = chunk.delta(i)
             before[i] += float(d.abs().sum(dtype=torch.float64))
-            after[i] += float((d * mask_of(chunk, i, d)).abs().sum(dtype=torch.float64))
+            after[i] += float(_apply(mask_of(chunk, i, d), d, chunk.buffer("l1", d.shape, d.dtype))
+                              .abs_().sum(dtype=torch.float64))
     return [b / a if b >= _EPS and a >= _EPS else 1.0 for b, a in zip(before, after)]
 
 
-def _abs_bits(delta: torch.Tensor) -> torch.Tensor:
-    """|delta| as int32 bit patterns: for non-negative floats the integer order is the float order."""
-    return delta.abs().view(torch.int32)
+def _apply(mask, delta: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``delta`` where ``mask`` keeps it (a bool mask, or float 0/1 weights), into ``out``."""
+    if isinstance(mask, float):
+        return out.copy_(delta).mul_(mask)
+    if mask.dtype == torch.bool:
+        return torch.mul(delta, mask, out=out)  # bool promotes to 0/1
+    return torch.mul(delta, mask, out=out)
+
+
+def _abs_bits(delta: torch.Tensor, x: Optional[TensorInputs] = None) -> torch.Tensor:
+    """|delta| as int32 bit patterns: for non-negative floats the integer order is the float order (into a
+    scratch buffer of ``x`` when given: this runs for every chunk of every source)."""
+    out = x.buffer("abs", delta.shape, torch.float32) if x is not None else None
+    return torch.abs(delta, out=out).view(torch.int32)
 
 
 def _top_count(x: TensorInputs, i: int, k: int) -> tuple[int, int, int]:
@@ -75,7 +87,9 @@ def _top_count(x: TensorInputs, i: int, k: int) -> tuple[int, int, int]:
     def high_hist() -> torch.Tensor:
         h = torch.zeros(1 << 15, dtype=torch.int64, device=x.device)  # sign bit is 0: 15 high bits
         for chunk in x.chunks():
-            h += torch.bincount((_abs_bits(chunk.delta(i)) >> 16).reshape(-1), minlength=1 << 15)
+            bits = _abs_bits(chunk.delta(i), chunk)
+            high = torch.bitwise_right_shift(bits, 16, out=chunk.buffer("high", bits.shape, torch.int32))
+            h += torch.bincount(high.reshape(-1), minlength=1 << 15)
         return h
 
     # cached for tensors of several chunks (a small tensor's histogram would outweigh the tensor)
@@ -83,8 +97,10 @@ def _top_count(x: TensorInputs, i: int, k: int) -> tuple[int, int, int]:
     bucket, above, _ = _from_top(hist.cpu().numpy(), k)
     low = torch.zeros(1 << 16, dtype=torch.int64, device=x.device)
     for chunk in x.chunks():
-        bits = _abs_bits(chunk.delta(i)).reshape(-1)
-        low += torch.bincount(bits[(bits >> 16) == bucket] & 0xFFFF, minlength=1 << 16)
+        bits = _abs_bits(chunk.delta(i), chunk).reshape(-1)
+        high = torch.bitwise_right_shift(bits, 16, out=chunk.buffer("high", bits.shape, torch.int32))
+        inside = torch.eq(high, bucket, out=chunk.buffer("inside", bits.shape, torch.bool))
+        low += torch.bincount(bits[inside] & 0xFFFF, minlength=1 << 16)
     lo, greater, n_equal = _from_top(low.cpu().numpy(), k - above)
     return (bucket << 16) | lo, k - above - greater, n_equal
 
@@ -97,16 +113,16 @@ def _from_top(hist: np.ndarray, k: int) -> tuple[int, int, int]:
     return b, int(from_top[j] - hist[b]), int(hist[b])
 
 
-def _in_top(x: TensorInputs, i: int, bits: torch.Tensor, k: int) -> torch.Tensor:
-    """Mask of this chunk's entries among the k largest |delta_i| of the whole tensor (ties: lower index first)."""
-    if k <= 0:
-        return torch.zeros_like(bits, dtype=torch.bool)
-    if k >= x.shape_numel:
-        return torch.ones_like(bits, dtype=torch.bool)
+def _in_top(x: TensorInputs, i: int, bits: torch.Tensor, k: int, key: str = "keep") -> torch.Tensor:
+    """Mask of this chunk's entries among the k largest |delta_i| of the whole tensor (ties: lower index first),
+    in scratch buffer ``key``."""
+    keep = x.buffer(key, bits.shape, torch.bool)
+    if k <= 0 or k >= x.shape_numel:
+        return keep.fill_(k > 0)
     value, need, n_equal = x.stat(("top", i, k), lambda: _top_count(x, i, k))
     if need == n_equal:
-        return bits >= value
-    keep = bits > value
+        return torch.ge(bits, value, out=keep)
+    torch.gt(bits, value, out=keep)
     carry_key = ("tie_carry", x.pass_id, i, k)
     seen = x.stats.get(carry_key, 0)
     if seen < need:  # the next (need - seen) entries equal to the value, in index order, are kept
@@ -118,7 +134,7 @@ def _in_top(x: TensorInputs, i: int, bits: torch.Tensor, k: int) -> torch.Tensor
 
 def _magnitude_mask(x: TensorInputs, i: int, delta: torch.Tensor, density: float) -> torch.Tensor:
     k = max(1, int(density * x.shape_numel))
-    return _in_top(x, i, _abs_bits(delta), k).to(delta.dtype)
+    return _in_top(x, i, _abs_bits(delta, x), k)
 
 
 def _outlier_mask(x: TensorInputs, i: int, delta: torch.Tensor, density: float, gamma: float) -> torch.Tensor:
@@ -126,14 +142,13 @@ def _outlier_mask(x: TensorInputs, i: int, delta: torch.Tensor, density: float, 
     n = x.shape_numel
     target = int(density * n)
     n_bot = max(0, n - target - int(gamma * n))
-    bits = _abs_bits(delta)
-    keep = _in_top(x, i, bits, n - n_bot) & ~_in_top(x, i, bits, n - n_bot - target)
-    return keep.to(delta.dtype)
+    bits = _abs_bits(delta, x)
+    return _in_top(x, i, bits, n - n_bot, "keep_hi") & ~_in_top(x, i, bits, n - n_bot - target, "keep_lo")
 
 
 def _random_mask(x: TensorInputs, i: int, delta: torch.Tensor, density: float) -> torch.Tensor:
     probs = x.buffer("probs", delta.shape, torch.float32).fill_(density)
-    return torch.bernoulli(probs, generator=x.generator(x.models[i])).to(delta.dtype)
+    return torch.bernoulli(probs, generator=x.generator(x.models[i]), out=x.buffer("draw", delta.shape, delta.dtype))
 
 
 def _della_rank_norm(delta: torch.Tensor) -> torch.Tensor:
@@ -147,8 +162,8 @@ def _della_rank_norm(delta: torch.Tensor) -> torch.Tensor:
 
 def _della_mask(x: TensorInputs, i: int, delta: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
     rank_norm = x.cache(("della_rank", x.models[i], x.rows[0]), lambda: _della_rank_norm(delta))
-    probs = (density - epsilon) + rank_norm * (2 * epsilon)
-    return torch.bernoulli(probs, generator=x.generator(x.models[i])).to(delta.dtype)
+    probs = torch.mul(rank_norm, 2 * epsilon, out=x.buffer("probs", delta.shape, torch.float32)).add_(density - epsilon)
+    return torch.bernoulli(probs, generator=x.generator(x.models[i]), out=x.buffer("draw", delta.shape, delta.dtype))
 
 
 class TaskArithmeticFamily(MergeMethod):
@@ -172,7 +187,7 @@ class TaskArithmeticFamily(MergeMethod):
     def _sparsify(self, x: TensorInputs, i: int, delta: torch.Tensor, p: TensorParams, rescale: bool):
         if self.sparsifier is None or p.per_model["density"][i] >= 1:
             return delta
-        masked = delta * self._mask(x, i, delta, p)
+        masked = _apply(self._mask(x, i, delta, p), delta, x.buffer("masked", delta.shape, delta.dtype))
         if rescale:
             factors = x.stat("l1", lambda: _l1_factors(x, lambda c, j, d: self._mask(c, j, d, p)
                                                        if p.per_model["density"][j] < 1 else 1.0))
@@ -213,7 +228,7 @@ class TaskArithmeticFamily(MergeMethod):
                 mixed.add_(work[i])
             # with g = +-1 the elected sign: kept d_i = g * relu(g * d_i), its weight counts where that is > 0
             sign = x.buffer("sign", base.shape, base.dtype, base.device)
-            sign.copy_(mixed >= 0).mul_(2).sub_(1)
+            sign.copy_(torch.ge(mixed, 0, out=x.buffer("ge", base.shape, torch.bool))).mul_(2).sub_(1)
             divisor = x.buffer("divisor", base.shape, base.dtype, base.device).zero_()
             mixed.zero_()
             for i in range(n):
@@ -221,7 +236,7 @@ class TaskArithmeticFamily(MergeMethod):
                 mixed.add_(agree)
                 divisor.add_(agree.sign_(), alpha=weights[i])
             mixed.mul_(sign)
-            divisor.masked_fill_(divisor == 0, 1)
+            divisor.masked_fill_(torch.eq(divisor, 0, out=x.buffer("ge", base.shape, torch.bool)), 1)
         else:
             mixed.copy_(work[0])
             for i in range(1, n):
