@@ -163,9 +163,14 @@ def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None
     on_gpu = device.startswith("cuda") or (device == "auto" and (want_gpus or n_gpus))
     sources = list(dict.fromkeys(([cfg.base] if cfg.base else []) + list(cfg.models)))
     facts = model_facts(cfg.base or cfg.models[0], getattr(cfg, "architecture", None))
-    w = worker_memory(device="cuda" if on_gpu else "cpu", cache_budget=fit.get("cache_budget", 0)
-                      if fit.get("cache_budget", "auto") != "auto" else 0,
-                      live_dtype=fit.get("dtype"), batch_size=int(fit.get("batch_size", 64)), facts=facts,
+    budget = fit.get("cache_budget", "auto")
+    if budget == "auto":  # as the merger resolves it: a quarter of the free memory, at most half a model
+        from evomerge.merge.memory import AUTO_CACHE_SHARE
+
+        free = (gpu_bytes or 0) if on_gpu else host_bytes
+        budget = int(min(free * AUTO_CACHE_SHARE, facts.stored_bytes // 2))
+    w = worker_memory(device="cuda" if on_gpu else "cpu", cache_budget=budget, live_dtype=fit.get("dtype"),
+                      batch_size=int(fit.get("batch_size", 64)), facts=facts,
                       n_models=len([m for m in cfg.models if m != cfg.base]), n_sources=len(sources))
     gb = 1e9
     lines = [f"sources: {len(sources)} x {facts.stored_bytes / gb:.2f} GB ({facts.params / 1e9:.2f}B params, "
@@ -178,8 +183,7 @@ def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None
                      f"{w.workspace_bytes / gb:.2f} GB + cache {w.cache_bytes / gb:.1f} GB + activations "
                      f"~{w.eval_bytes / gb:.1f} GB = {w.device_bytes / gb:.1f} GB -> {need} GPU(s) of "
                      f"{per_gpu / gb:.0f} GB")
-        lines.append(f"per worker on the host: {w.host_bytes / gb:.2f} GB (pinned staging); "
-                     f"cache budget 'auto' = a quarter of the GPU memory free after the model")
+        lines.append(f"per worker on the host: {w.host_bytes / gb:.3f} GB (pinned staging buffers)")
     else:
         need = 0
         workers = int(max(0, host_bytes - w.page_cache_bytes) // max(w.host_bytes, 1))

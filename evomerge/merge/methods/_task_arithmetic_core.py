@@ -26,6 +26,7 @@ from typing import ClassVar, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from evomerge.merge.engine import TensorInputs
 from evomerge.merge.registry import MergeMethod, ParamSpec, TensorParams
@@ -95,7 +96,7 @@ def _top_count(x: TensorInputs, i: int, k: int) -> tuple[int, int, int]:
     # cached for tensors of several chunks (a small tensor's histogram would outweigh the tensor)
     hist = x.cache(("maghist", x.models[i]), high_hist, 1) if x.shape_numel > (1 << 20) else high_hist()
     bucket, above, _ = _from_top(hist.cpu().numpy(), k)
-    low = torch.zeros(1 << 16, dtype=torch.int64, device=x.device)
+    low = x.buffer("low_hist", (1 << 16,), torch.int64).zero_()
     for chunk in x.chunks():
         bits = _abs_bits(chunk.delta(i), chunk).reshape(-1)
         high = torch.bitwise_right_shift(bits, 16, out=chunk.buffer("high", bits.shape, torch.int32))
@@ -135,6 +136,22 @@ def _in_top(x: TensorInputs, i: int, bits: torch.Tensor, k: int, key: str = "kee
 def _magnitude_mask(x: TensorInputs, i: int, delta: torch.Tensor, density: float) -> torch.Tensor:
     k = max(1, int(density * x.shape_numel))
     return _in_top(x, i, _abs_bits(delta, x), k)
+
+
+def _magnitude_masked(x: TensorInputs, i: int, delta: torch.Tensor, density: float, out: torch.Tensor):
+    """``delta`` with all but its top-k magnitudes zeroed, into ``out``. Without a tie to break at the k-th value
+    this is float arithmetic alone (sign(d) * threshold(|d|)): CPU kernels on bool masks are several times
+    slower than on floats."""
+    k = max(1, int(density * x.shape_numel))
+    if 0 < k < x.shape_numel:
+        value, need, n_equal = x.stat(("top", i, k), lambda: _top_count(x, i, k))
+        if need == n_equal:
+            kth = torch.tensor([value], dtype=torch.int32).view(torch.float32)
+            below = float(torch.nextafter(kth, torch.zeros_like(kth)))  # keep |d| > below, i.e. |d| >= k-th
+            kept = F.threshold(torch.abs(delta, out=x.buffer("abs", delta.shape, torch.float32)), below, 0.0,
+                               inplace=True)
+            return torch.sign(delta, out=out).mul_(kept)
+    return _apply(_magnitude_mask(x, i, delta, density), delta, out)
 
 
 def _outlier_mask(x: TensorInputs, i: int, delta: torch.Tensor, density: float, gamma: float) -> torch.Tensor:
@@ -187,7 +204,11 @@ class TaskArithmeticFamily(MergeMethod):
     def _sparsify(self, x: TensorInputs, i: int, delta: torch.Tensor, p: TensorParams, rescale: bool):
         if self.sparsifier is None or p.per_model["density"][i] >= 1:
             return delta
-        masked = _apply(self._mask(x, i, delta, p), delta, x.buffer("masked", delta.shape, delta.dtype))
+        buf = x.buffer("masked", delta.shape, delta.dtype)
+        if self.sparsifier == "magnitude":
+            masked = _magnitude_masked(x, i, delta, p.per_model["density"][i], buf)
+        else:
+            masked = _apply(self._mask(x, i, delta, p), delta, buf)
         if rescale:
             factors = x.stat("l1", lambda: _l1_factors(x, lambda c, j, d: self._mask(c, j, d, p)
                                                        if p.per_model["density"][j] < 1 else 1.0))
@@ -228,7 +249,7 @@ class TaskArithmeticFamily(MergeMethod):
                 mixed.add_(work[i])
             # with g = +-1 the elected sign: kept d_i = g * relu(g * d_i), its weight counts where that is > 0
             sign = x.buffer("sign", base.shape, base.dtype, base.device)
-            sign.copy_(torch.ge(mixed, 0, out=x.buffer("ge", base.shape, torch.bool))).mul_(2).sub_(1)
+            torch.sign(mixed, out=sign).add_(0.5).sign_()  # +1 where the sum is >= 0, else -1 (floats only)
             divisor = x.buffer("divisor", base.shape, base.dtype, base.device).zero_()
             mixed.zero_()
             for i in range(n):
