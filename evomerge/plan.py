@@ -165,10 +165,10 @@ def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None
     facts = model_facts(cfg.base or cfg.models[0], getattr(cfg, "architecture", None))
     budget = fit.get("cache_budget", "auto")
     if budget == "auto":  # as the merger resolves it: a quarter of the free memory, at most half a model
-        from evomerge.merge.memory import AUTO_CACHE_SHARE
+        from evomerge.merge.memory import AUTO_CACHE_FLOOR, AUTO_CACHE_SHARE
 
         free = (gpu_bytes or 0) if on_gpu else host_bytes
-        budget = int(min(free * AUTO_CACHE_SHARE, facts.stored_bytes // 2))
+        budget = int(min(free * AUTO_CACHE_SHARE, max(facts.stored_bytes // 2, AUTO_CACHE_FLOOR)))
     w = worker_memory(device="cuda" if on_gpu else "cpu", cache_budget=budget, live_dtype=fit.get("dtype"),
                       batch_size=int(fit.get("batch_size", 64)), facts=facts,
                       n_models=len([m for m in cfg.models if m != cfg.base]), n_sources=len(sources))

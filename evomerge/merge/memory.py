@@ -27,6 +27,7 @@ from evomerge.recipe import MergeRecipe
 
 log = logging.getLogger(__name__)
 AUTO_CACHE_SHARE = 0.25  # "auto" cache budget: this share of the memory free when the merger starts
+AUTO_CACHE_FLOOR = 32 * 2**20  # ... capped at half a model, but never below this (small models)
 
 
 def cache_budget_bytes(budget: Optional[int | str], device: torch.device) -> Optional[int]:
@@ -86,8 +87,8 @@ class InMemoryMerger:
         self.source_dtype = first.dtype(first.ordered_names()[0])
         self.dtype = dtype or self.source_dtype  # of merge_state_dict's tensors (export's default dtype)
         budget = cache_budget_bytes(cache_budget, self.device)
-        if cache_budget == "auto":  # and at most half a model: the worker stays within 2x one model
-            budget = min(budget, first.total_bytes() // 2)
+        if cache_budget == "auto":  # at most half a model (the worker stays within 2x one model), 32 MB at least
+            budget = min(budget, max(first.total_bytes() // 2, AUTO_CACHE_FLOOR))
         self.cache = TensorCache(budget)
         self.workspace = Workspace(self.device)
         self._workspaces = {str(self.device): self.workspace}

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from evomerge.merge.engine import TensorInputs
+from evomerge.merge import engine
 from evomerge.merge.registry import MergeMethod, ParamSpec, TensorParams
 
 _EPS = 1e-7
@@ -93,8 +94,17 @@ def _top_count(x: TensorInputs, i: int, k: int) -> tuple[int, int, int]:
             h += torch.bincount(high.reshape(-1), minlength=1 << 15)
         return h
 
-    # cached for tensors of several chunks (a small tensor's histogram would outweigh the tensor)
-    hist = x.cache(("maghist", x.models[i]), high_hist, 1) if x.shape_numel > (1 << 20) else high_hist()
+    n = x.shape_numel
+    if n <= engine.CHUNK_ELEMS:  # one chunk: its sorted magnitudes (cached) beat two 64K-bin histograms
+        def sorted_abs() -> torch.Tensor:
+            (chunk,) = list(x.chunks())
+            return torch.sort(chunk.delta(i).abs().reshape(-1)).values
+
+        srt = x.cache(("magsorted", x.models[i]), sorted_abs, 1)
+        kth = srt[n - k: n - k + 1]
+        lo, hi = int(torch.searchsorted(srt, kth)), int(torch.searchsorted(srt, kth, right=True))
+        return int(kth.view(torch.int32)), k - (n - hi), hi - lo
+    hist = x.cache(("maghist", x.models[i]), high_hist, 1)
     bucket, above, _ = _from_top(hist.cpu().numpy(), k)
     low = x.buffer("low_hist", (1 << 16,), torch.int64).zero_()
     for chunk in x.chunks():
