@@ -163,12 +163,16 @@ def mergekit_check(m: dict, tmp: Path) -> str:
     return f"yes ({worst:.0e})" if worst <= 1e-6 else f"no ({worst:.0e})"
 
 
+# The README table test below runs these same checks for every row; the parametrised tests (slow: the work is
+# done twice) give a per-architecture failure with its traceback.
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_in_memory_merge_is_the_exported_model(arch, dtype, sets, tmp_path):
     in_memory_equals_export(sets(arch, dtype), dtype, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_two_block_recipe_changes_each_block_by_its_coefficient(arch, sets, tmp_path):
     blocks_differ(sets(arch, "float32"), tmp_path)

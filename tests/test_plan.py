@@ -38,11 +38,19 @@ def test_a_job_that_cannot_fit_is_refused_in_one_line():
     assert len(lines) == 1 and lines[0].startswith("error: one worker needs") and "this node has 1" in lines[0]
 
 
-def test_cpu_job_plan_counts_workers_on_host_memory(ci_zoo):
-    res = run_cli("plan", "zoo_demo", "--host-memory", "4GB")
+def test_cpu_job_plan_counts_workers_on_host_memory(ci_zoo, tmp_path):
+    import yaml
+
+    from evomerge.resources import resolve
+
+    cfg = yaml.safe_load(resolve("experiments", "zoo_demo").read_text())
+    cfg["base"] = str(ci_zoo / "base")
+    cfg["models"] = [str(ci_zoo / n) for n in ("add", "reverse", "sort")]
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(cfg))
+    res = run_cli("plan", str(tmp_path / "job.yaml"), "--host-memory", "4GB")
     assert res.exit_code == 0, res.output
-    assert "per worker on the host" in res.output
-    res = run_cli("plan", "zoo_demo", "--host-memory", "1MB")
+    assert "per worker on the host" in res.output and "workers that fit on this node" in res.output
+    res = run_cli("plan", str(tmp_path / "job.yaml"), "--host-memory", "1MB")
     assert res.exit_code == 2 and res.output.startswith("error: one worker needs")
 
 
