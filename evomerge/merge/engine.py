@@ -100,6 +100,16 @@ class TensorCache:
             self.used += size
         return val
 
+    def has(self, key) -> bool:
+        return key in self._d
+
+    def room_for(self, size: int, priority: int = 0) -> bool:
+        """Whether an entry of ``size`` bytes would be kept (evicting lower-priority entries if need be)."""
+        if self.budget is None:
+            return True
+        free = self.budget - self.used + sum(t.numel() * t.element_size() for t, p in self._d.values() if p < priority)
+        return size <= free
+
     def _evict_below(self, priority: int, need: int) -> None:
         for key in [k for k, (_, p) in self._d.items() if p < priority]:
             if need <= 0:
@@ -130,6 +140,7 @@ class TensorInputs:
     chunks: Callable[[], Iterator["TensorInputs"]]
     seed: int = 0
     cache: Callable = None  # (key, make, priority=0) -> tensor: the budgeted cache for this tensor
+    cache_room: Callable = None  # (key, nbytes, priority=0) -> bool: held already, or would be kept
     stats: dict = field(default_factory=dict)
     workspace: Workspace = field(default_factory=Workspace)
     pass_id: str = "main"
@@ -243,6 +254,10 @@ def merge_tensor(method, params, name: str, models: list[str], base_view: Option
     def tensor_cache(key, make, priority: int = 0):
         return cache.get((cache_scope, name) + tuple(key), make, priority)
 
+    def cache_room(key, nbytes: int, priority: int = 0) -> bool:
+        full = (cache_scope, name) + tuple(key)
+        return cache.has(full) or cache.room_for(nbytes, priority)
+
     def inputs(r0: int, r1: int, ws: Workspace, pass_id: str) -> TensorInputs:
         reader = ChunkReader(views, ws)
         nb = 1 if base_view is not None else 0
@@ -301,7 +316,8 @@ def merge_tensor(method, params, name: str, models: list[str], base_view: Option
         return TensorInputs(name=name, models=models, shape=shape, rows=(r0, r1), base=base(),
                             get_sources=sources, get_deltas=deltas, get_delta=delta, get_source=source,
                             chunks=all_chunks,
-                            seed=seed, cache=tensor_cache, stats=stats, workspace=ws, pass_id=pass_id)
+                            seed=seed, cache=tensor_cache, cache_room=cache_room, stats=stats, workspace=ws,
+                            pass_id=pass_id)
 
     cols = geometry(shape)[1]
     direct = (dest is not None and dest.dtype == COMPUTE_DTYPE and dest.device == workspace.device

@@ -95,15 +95,22 @@ def _top_count(x: TensorInputs, i: int, k: int) -> tuple[int, int, int]:
         return h
 
     n = x.shape_numel
-    if n <= engine.CHUNK_ELEMS:  # one chunk: its sorted magnitudes (cached) beat two 64K-bin histograms
+    if n <= engine.CHUNK_ELEMS:  # one chunk: a selection on the tensor itself beats two 64K-bin histograms
         def sorted_abs() -> torch.Tensor:
             (chunk,) = list(x.chunks())
             return torch.sort(chunk.delta(i).abs().reshape(-1)).values
 
-        srt = x.cache(("magsorted", x.models[i]), sorted_abs, 1)
-        kth = srt[n - k: n - k + 1]
-        lo, hi = int(torch.searchsorted(srt, kth)), int(torch.searchsorted(srt, kth, right=True))
-        return int(kth.view(torch.int32)), k - (n - hi), hi - lo
+        key = ("magsorted", x.models[i])
+        if x.cache_room(key, 4 * n, 1):  # sorted once, then each candidate's k-th value is a lookup
+            srt = x.cache(key, sorted_abs, 1)
+            kth = srt[n - k: n - k + 1]
+            lo, hi = int(torch.searchsorted(srt, kth)), int(torch.searchsorted(srt, kth, right=True))
+            return int(kth.view(torch.int32)), k - (n - hi), hi - lo
+        (chunk,) = list(x.chunks())
+        a = chunk.delta(i).abs().reshape(-1)
+        kth = torch.kthvalue(a, n - k + 1).values
+        return (int(kth.view(torch.int32)), k - int(torch.count_nonzero(a > kth)),
+                int(torch.count_nonzero(a == kth)))
     hist = x.cache(("maghist", x.models[i]), high_hist, 1)
     bucket, above, _ = _from_top(hist.cpu().numpy(), k)
     low = x.buffer("low_hist", (1 << 16,), torch.int64).zero_()
