@@ -12,11 +12,6 @@ def layout_of(ckpt: LazyCheckpoint) -> BlockLayout:
     return block_layout(ckpt.names(), ckpt.config)
 
 
-def num_layers(ckpt: LazyCheckpoint) -> int:
-    """Number of blocks (decoder layers) of the checkpoint's block list (0 if it has none)."""
-    return layout_of(ckpt).num_layers
-
-
 def check_compatible(ckpts: list[LazyCheckpoint]) -> None:
     """Raise EvomergeError (one line) unless all checkpoints share architecture, tensor names and shapes."""
     ref = ckpts[0]

@@ -122,9 +122,11 @@ def read_num_layers(ref: str) -> int:
     if not path.exists():
         raise ConfigError(f"cannot read the layer count of {ref!r} (no local config.json); set num_layers")
     cfg = json.loads(path.read_text())
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        if key in cfg:
-            return int(cfg[key])
+    from evomerge.models.arch import config_layers
+
+    n = config_layers(cfg) if isinstance(cfg, dict) else None
+    if n is not None:
+        return n
     raise ConfigError(f"{ref}: config.json names no layer count; set num_layers in the space")
 
 
