@@ -81,6 +81,7 @@ class TensorCache:
     def __init__(self, budget: Optional[int] = None):
         self.budget = budget
         self.used = 0
+        self._bytes_at: dict[int, int] = {}  # priority -> bytes held at it (room_for runs per tensor)
         self._d: dict = {}  # key -> (tensor, priority)
         self.hits = 0
         self.misses = 0
@@ -98,6 +99,7 @@ class TensorCache:
         if self.budget is None or self.used + size <= self.budget:
             self._d[key] = (val.clone() if val._base is not None or not val.is_contiguous() else val, priority)
             self.used += size
+            self._bytes_at[priority] = self._bytes_at.get(priority, 0) + size
         return val
 
     def has(self, key) -> bool:
@@ -107,15 +109,16 @@ class TensorCache:
         """Whether an entry of ``size`` bytes would be kept (evicting lower-priority entries if need be)."""
         if self.budget is None:
             return True
-        free = self.budget - self.used + sum(t.numel() * t.element_size() for t, p in self._d.values() if p < priority)
+        free = self.budget - self.used + sum(b for p, b in self._bytes_at.items() if p < priority)
         return size <= free
 
     def _evict_below(self, priority: int, need: int) -> None:
         for key in [k for k, (_, p) in self._d.items() if p < priority]:
             if need <= 0:
                 return
-            t = self._d.pop(key)[0]
+            t, p = self._d.pop(key)
             self.used -= t.numel() * t.element_size()
+            self._bytes_at[p] -= t.numel() * t.element_size()
             need -= t.numel() * t.element_size()
 
 

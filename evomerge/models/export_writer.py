@@ -69,6 +69,7 @@ class ShardedWriter:
         self._plan = shards
         self._paths = [self.out_dir / f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
         self._shard_of = {e[0]: i for i, sh in enumerate(shards) for e in sh}
+        self._entry = {e[0]: e for sh in shards for e in sh}
         self._next = [e[0] for sh in shards for e in sh]
         self._pos = 0
         self._file = None
@@ -95,7 +96,7 @@ class ShardedWriter:
             want = self._next[self._pos] if self._pos < len(self._next) else "nothing"
             raise EvomergeError(f"export writer expected {want}, got {name}")
         i = self._shard_of[name]
-        _, shape, dtype, _ = self._plan[i][[e[0] for e in self._plan[i]].index(name)]
+        _, shape, dtype, _ = self._entry[name]
         if tuple(tensor.shape) != shape or tensor.dtype != dtype:
             raise EvomergeError(f"export writer: {name} is {list(tensor.shape)} {tensor.dtype}, planned "
                                 f"{list(shape)} {dtype}")
