@@ -18,6 +18,7 @@ A parameter-space recipe (``kind: merge``)::
         params: {weight: 0.9}
     dtype: float32
     seed: 0                            # for stochastic methods (DARE, DELLA)
+    vocab: base                        # vocabularies that differ: the base's rows, or the union of all
 
 Parameter resolution for a (source model, tensor) pair: ``params`` (global) < the model's ``params`` <
 each matching override in order. Tensors outside decoder layers (embeddings, final norm, lm_head) match an
@@ -94,6 +95,7 @@ class MergeRecipe(_Strict):
     overrides: list[Override] = Field(default_factory=list)
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     seed: int = 0
+    vocab: Literal["base", "union"] = "base"  # when the sources' vocabularies differ (evomerge.models.vocab)
 
     @model_validator(mode="after")
     def _check(self):

@@ -50,12 +50,16 @@ class LMEvalWorker(Worker):
             self.model = AutoModelForCausalLM.from_pretrained(lead, dtype=dtype, device_map="auto").eval()
         else:
             self.model = AutoModelForCausalLM.from_pretrained(lead, dtype=dtype, device_map=str(self.device)).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(lead)
-        self.size = (int(self.model.config.num_hidden_layers), sum(p.numel() for p in self.model.parameters()))
+        space = spec.build_space()
+        # vocabularies that differ, rule union: the tokenizer of the model with the most tokens
+        vocab = space.vocab() if space is not None else "base"
+        tokenizer_dir = self.merger.tokenizer_folder(spec.base or spec.sources[0], vocab)
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        self.num_layers = int(self.model.config.num_hidden_layers)
         self.path_sources = None  # data-flow sources, loaded on the first data-flow recipe
         self.fitness = Fitness.from_config(cfg)
         self.fitness.prepare(self.model, self.tokenizer, self.merger, spec.sources, spec.base, spec.run_dir,
-                             space=spec.build_space())
+                             space=space)
 
     @classmethod
     def from_spec(cls, spec: WorkerSpec) -> "LMEvalWorker":
@@ -75,7 +79,8 @@ class LMEvalWorker(Worker):
             model, (layers, params) = self._path_model(recipe)
         else:
             self.merger.merge_into(recipe, self.model)
-            model, (layers, params) = self.model, self.size
+            model = self.model  # its parameter count follows the recipe's vocabulary rows
+            layers, params = self.num_layers, sum(p.numel() for p in model.parameters())
             with torch.no_grad():
                 if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
                     return CandidateResult.failed("merged weights contain NaN/inf",

@@ -115,7 +115,8 @@ def merge_cmd(recipe_path: Path, out_dir: Path, device: str, dtype, shard_size: 
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise EvomergeError(f"output folder {out_dir} exists and is not empty")
     # unreadable or mismatched model folders fail here, before OUT_DIR is written
-    check_models(_refs(recipe), layer_paths=not isinstance(recipe, MergeRecipe))
+    check_models(_refs(recipe), layer_paths=not isinstance(recipe, MergeRecipe),
+                 vocab=getattr(recipe, "vocab", "base"))
     start = time.perf_counter()
     if isinstance(recipe, MergeRecipe):
         from evomerge.merge import export_recipe, to_mergekit_yaml

@@ -197,6 +197,27 @@ class TensorInputs:
         return self.workspace.get(key, shape, dtype, device)
 
 
+class StitchedRows:
+    """A read-only tensor whose rows are runs of rows of other tensors (same trailing shape), e.g. a model's own
+    embedding rows followed by the base's where it has none. Nothing is copied until a chunk is read."""
+
+    def __init__(self, pieces: Sequence[tuple[torch.Tensor, int, int]]):
+        self.pieces = [(t.reshape(t.shape[0], -1), r0, r1) for t, r0, r1 in pieces]  # (tensor, its rows r0:r1)
+        first = pieces[0][0]
+        self.shape = (sum(r1 - r0 for _, r0, r1 in pieces),) + tuple(first.shape[1:])
+        self.dtype = first.dtype
+
+    def parts(self, r0: int, r1: int) -> list[tuple[torch.Tensor, int, int]]:
+        """``(rows, out0, out1)``: the stored rows that make rows ``r0:r1``, and where they go in that chunk."""
+        out, at = [], 0
+        for t, s0, s1 in self.pieces:
+            lo, hi = max(r0, at), min(r1, at + s1 - s0)
+            if lo < hi:
+                out.append((t[s0 + lo - at:s0 + hi - at], lo - r0, hi - r0))
+            at += s1 - s0
+        return out
+
+
 class ChunkReader:
     """Reads chunks of one tensor of several sources (stored views, any dtype) as float32 on the device.
 
@@ -204,17 +225,32 @@ class ChunkReader:
     next chunk from host memory overlaps the device's work on the current one."""
 
     def __init__(self, views: Sequence[torch.Tensor], workspace: Workspace):
-        self.views = [v.reshape(geometry(v.shape)) for v in views]
+        self.views = [v if isinstance(v, StitchedRows) else v.reshape(geometry(v.shape)) for v in views]
         self.ws = workspace
         self.cuda = workspace.device.type == "cuda"
         self._slot = 0
 
     def read(self, i: int, r0: int, r1: int, key: str, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-        src = self.views[i][r0:r1]
+        view = self.views[i]
+        if isinstance(view, StitchedRows):
+            parts = view.parts(r0, r1)
+            if len(parts) > 1:  # rows of several stored tensors: gathered into one buffer
+                if out is None:
+                    out = self.ws.get(key, (r1 - r0, parts[0][0].shape[1]))
+                for src, o0, o1 in parts:
+                    self._copy(src, out[o0:o1])
+                return out
+            src = parts[0][0]
+        else:
+            src = view[r0:r1]
         if out is None:
             if not self.cuda and src.dtype == COMPUTE_DTYPE:
                 return src  # a view of the mapped file: no copy at all
             out = self.ws.get(key, src.shape)
+        self._copy(src, out)
+        return out
+
+    def _copy(self, src: torch.Tensor, out: torch.Tensor) -> None:
         if self.cuda:
             self._slot ^= 1
             stage = self.ws.get(f"stage{self._slot}", src.shape, src.dtype, device="cpu", pin=True)
@@ -228,7 +264,6 @@ class ChunkReader:
             self.ws._store[("event", self._slot)] = event
         else:
             out.copy_(src)
-        return out
 
 
 def row_writer(rows: torch.Tensor) -> Callable[[int, int, torch.Tensor], None]:

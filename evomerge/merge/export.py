@@ -49,8 +49,8 @@ def export_recipe(
     method_cls = validate_recipe(recipe)
     refs = list(dict.fromkeys(([recipe.base] if method_cls.needs_base else []) + input_models(recipe, method_cls)))
     ckpts = {ref: LazyCheckpoint(ref) for ref in refs}
-    check_compatible(list(ckpts.values()))
-    plan = MergePlan(recipe, ckpts)  # every bad value fails here, before any math
+    check_compatible(list(ckpts.values()), vocab=recipe.vocab)
+    plan = MergePlan(recipe, ckpts)  # every bad value (and vocabularies that cannot merge) fails here
 
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -70,7 +70,8 @@ def export_recipe(
     for ck in ckpts.values():
         ck.close()
     shards = writer.finish()
-    copy_model_files(plan.lead.path, out, out_dtype)
+    copy_model_files(plan.lead.path, out, out_dtype, vocab_size=plan.vocab_rows(),
+                     tokenizer_from=plan.tokenizer_path)
     (out / "merge_recipe.yaml").write_text(recipe_to_yaml(recipe))
     (out / "README.md").write_text(model_card(recipe, method_cls))
     log.info("exported %s: %d tensors in %d shard(s), %.1f MB", out, len(plan.names), len(shards),

@@ -23,6 +23,7 @@ from evomerge.models.compat import check_compatible
 from evomerge.models.export_writer import parse_size
 from evomerge.models.live import LiveTargets
 from evomerge.models.safetensors_io import open_checkpoint
+from evomerge.models.vocab import build_vocab_map, config_vocab_size, resize_live_vocab
 from evomerge.recipe import MergeRecipe
 
 log = logging.getLogger(__name__)
@@ -93,13 +94,20 @@ class InMemoryMerger:
         self.workspace = Workspace(self.device)
         self._workspaces = {str(self.device): self.workspace}
         self._targets: dict[int, tuple[nn.Module, LiveTargets]] = {}
+        self._resized: set[int] = set()  # live models whose vocabulary rows merge_into changed
         log.info("InMemoryMerger: %d sources (memory-mapped), cache budget %s", len(refs),
                  "unlimited" if self.cache.budget is None else f"{self.cache.budget / 1e6:.0f} MB")
 
     def merge_into(self, recipe: MergeRecipe, model: nn.Module) -> None:
         """Write the merged weights of ``recipe`` into ``model``'s parameters in place (no disk I/O)."""
         plan = MergePlan(recipe, self.ckpts)
-        live = self._targets_of(model)
+        rows = plan.vocab_rows()  # vocabularies differ: the live model gets the recipe's rows
+        if rows is None and id(model) in self._resized:  # resized for an earlier recipe: back to the lead's
+            rows = config_vocab_size(plan.lead.config)
+        if rows is not None and resize_live_vocab(model, rows):
+            self._resized.add(id(model))
+            self._targets.pop(id(model), None)
+        live = self._targets_of(model, plan)
         with torch.no_grad():
             for target in live.targets:
                 dst = live.tensor(target)
@@ -125,18 +133,24 @@ class InMemoryMerger:
                 plan.merge(name, row_writer(rows), self.workspace, self.cache, dest=rows)
         return out
 
+    def tokenizer_folder(self, lead: str, vocab: str = "base") -> str:
+        """The folder whose tokenizer merges onto ``lead`` of every source get under the ``vocab`` rule."""
+        if lead not in self.ckpts:
+            return str(open_checkpoint(lead).path)
+        vmap = build_vocab_map(self.ckpts, lead, [r for r in self.refs if r != lead], vocab)
+        return str(self.ckpts[vmap.tokenizer_ref if vmap else lead].path)
+
     def _workspace(self, device: torch.device) -> Workspace:
         ws = self._workspaces.get(str(device))
         if ws is None:
             ws = self._workspaces[str(device)] = Workspace(device)
         return ws
 
-    def _targets_of(self, model: nn.Module) -> LiveTargets:
+    def _targets_of(self, model: nn.Module, plan: MergePlan) -> LiveTargets:
         hit = self._targets.get(id(model))
         if hit is not None and hit[0] is model:
             return hit[1]
-        lead = self.ckpts[self.refs[0]]
-        live = LiveTargets(model, lead.names(), {n: lead.shape(n) for n in lead.names()})
+        live = LiveTargets(model, plan.names, {n: plan.shape(n) for n in plan.names})
         self._targets[id(model)] = (model, live)
         return live
 

@@ -6,6 +6,8 @@ config with one slice per run of layers that share the same parameters, where pa
 tensors become mergekit filter lists (``[{filter: ".mlp.up_proj.weight", value: ...}, ...]``, first match
 wins). Embeddings / final norm / lm_head are resolved by mergekit with the first or last slice, so those
 slices also carry filters naming them in full. Every parameter is written explicitly (defaults resolved).
+A recipe's ``vocab`` rule is mergekit's ``tokenizer_source`` (``base`` / ``union``), written when it matters
+(union, or models whose vocabularies differ) and read back.
 """
 
 from __future__ import annotations
@@ -46,10 +48,36 @@ def to_mergekit_yaml(recipe: MergeRecipe, resolve_refs: bool = True) -> str:
             cfg["parameters"] = {k: p.shared[k] for k in shared_names}
     else:
         cfg["slices"] = _slices(recipe, method, models, base, ref, shared_names, model_names)
+    if recipe.vocab == "union" or _vocab_differs([base] + models if base else models):
+        cfg["tokenizer_source"] = recipe.vocab  # mergekit aligns vocabularies only when told to
     cfg["dtype"] = "float32"
     if recipe.dtype != "float32":
         cfg["out_dtype"] = recipe.dtype
     return yaml.dump(cfg, Dumper=_NoAliasDumper, sort_keys=False)
+
+
+def _vocab_differs(refs: list[str]) -> bool:
+    """Whether the models' token-indexed tensors differ in rows (False when a folder cannot be read here)."""
+    from evomerge.models.safetensors_io import open_checkpoint
+    from evomerge.models.vocab import vocab_tensors
+
+    try:
+        return bool(vocab_tensors([open_checkpoint(r) for r in refs])[0])
+    except EvomergeError:
+        return False
+
+
+def _vocab_rule(cfg: dict) -> str:
+    """``vocab`` of a mergekit config: its ``tokenizer_source`` (or ``tokenizer: {source: ...}``), base or union."""
+    tok = cfg.get("tokenizer")
+    if tok is not None and (not isinstance(tok, dict) or set(tok) - {"source"}):
+        raise EvomergeError("cannot import mergekit configs whose 'tokenizer' sets more than its source "
+                            "(tokens, pad_to_multiple_of)")
+    source = cfg.get("tokenizer_source") or (tok or {}).get("source") or "base"
+    if source not in ("base", "union"):
+        raise EvomergeError(f"mergekit tokenizer source {source!r} cannot be imported "
+                            "(evomerge takes base or union)")
+    return source
 
 
 def _lead_names(recipe: MergeRecipe, models: list[str], base: Optional[str]):
@@ -139,9 +167,10 @@ def from_mergekit_yaml(text: str) -> MergeRecipe:
     method = cfg["merge_method"]
     if method not in _MK_TO_OURS:
         raise EvomergeError(f"mergekit method {method!r} has no evomerge equivalent")
-    for key in ("modules", "tokenizer", "tokenizer_source", "chat_template"):
+    for key in ("modules", "chat_template"):
         if cfg.get(key):
             raise EvomergeError(f"cannot import mergekit configs that use {key!r}")
+    vocab = _vocab_rule(cfg)
     base = _model_ref(cfg["base_model"]) if cfg.get("base_model") else None
     if cfg.get("slices"):
         slices = cfg["slices"]
@@ -184,7 +213,7 @@ def from_mergekit_yaml(text: str) -> MergeRecipe:
         models = [m for m in models if m != base]
     data = {"method": method, "base": base if method != "linear" else None,
             "models": [{"model": m, "params": model_params.get(m, {})} for m in models], "params": params,
-            "overrides": overrides}
+            "overrides": overrides, "vocab": vocab}
     dtype = cfg.get("out_dtype") or cfg.get("dtype")
     if dtype in ("float32", "float16", "bfloat16"):
         data["dtype"] = dtype

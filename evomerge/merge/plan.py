@@ -7,6 +7,8 @@ from typing import Iterable, Optional
 from evomerge.errors import ConfigError
 from evomerge.models.arch import BlockLayout
 from evomerge.merge.registry import MergeMethod, TensorParams, get_method
+from evomerge.merge.vocab_rows import merge_vocab_tensor
+from evomerge.models.vocab import build_vocab_map
 from evomerge.recipe import MergeRecipe
 
 
@@ -125,8 +127,21 @@ class MergePlan:
         self.names = self.lead.ordered_names()
         self.params = plan_params(recipe, method_cls, self.models, self.names, self.layout)
         self.method = method_cls()
+        lead_ref = self.base or self.models[0]
+        self.vocab = build_vocab_map(ckpts, lead_ref, self.models, recipe.vocab)
+
+    @property
+    def tokenizer_path(self):
+        """The folder whose tokenizer the merged model gets (the lead's, or the union's largest)."""
+        return self.ckpts[self.vocab.tokenizer_ref].path if self.vocab else self.lead.path
+
+    def vocab_rows(self) -> Optional[int]:
+        """Embedding rows of the merged model when the sources' vocabularies differ (else None: as stored)."""
+        return self.vocab.out_rows if self.vocab else None
 
     def shape(self, name: str) -> tuple[int, ...]:
+        if self.vocab and name in self.vocab.tensors:
+            return self.vocab.out_shape(self.lead.shape(name))
         return self.lead.shape(name)
 
     def merge(self, name: str, write, workspace, cache, dest=None) -> None:
@@ -134,6 +149,8 @@ class MergePlan:
         2-D view, written directly where possible (see ``engine.merge_tensor``)."""
         from evomerge.merge.engine import merge_tensor
 
+        if self.vocab and name in self.vocab.tensors:
+            return merge_vocab_tensor(self, name, write, workspace, cache, dest)
         base = self.ckpts[self.base].view(name) if self.base else None
         merge_tensor(self.method, self.params[name], name, self.models, base,
                      [self.ckpts[m].view(name) for m in self.models], write, workspace, cache,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from evomerge.errors import EvomergeError
 from evomerge.models.safetensors_io import LazyCheckpoint
 from evomerge.models.arch import BlockLayout, block_layout
+from evomerge.models.vocab import check_tokenizers, vocab_tensors
 
 
 def layout_of(ckpt: LazyCheckpoint) -> BlockLayout:
@@ -12,8 +13,9 @@ def layout_of(ckpt: LazyCheckpoint) -> BlockLayout:
     return block_layout(ckpt.names(), ckpt.config)
 
 
-def check_compatible(ckpts: list[LazyCheckpoint]) -> None:
-    """Raise EvomergeError (one line) unless all checkpoints share architecture, tensor names and shapes."""
+def check_compatible(ckpts: list[LazyCheckpoint], vocab: str = "base") -> None:
+    """Raise EvomergeError (one line) unless all checkpoints share architecture, tensor names and shapes, up to
+    vocabularies the ``vocab`` rule can merge (``evomerge.models.vocab``; the first checkpoint is the lead)."""
     ref = ckpts[0]
     arch = ref.config.get("architectures")
     names = set(ref.names())
@@ -28,9 +30,6 @@ def check_compatible(ckpts: list[LazyCheckpoint]) -> None:
             what = f"lacks {missing[0]}" if missing else f"has extra tensor {extra[0]}"
             more = len(missing) + len(extra) - 1
             raise EvomergeError(f"{other.ref} {what} compared to {ref.ref}" + (f" (+{more} more)" if more else ""))
-        for name in ref.names():
-            if ref.shape(name) != other.shape(name):
-                raise EvomergeError(
-                    f"shape mismatch for {name}: {ref.ref} has {list(ref.shape(name))}, "
-                    f"{other.ref} has {list(other.shape(name))}"
-                )
+    names, rows = vocab_tensors(ckpts)  # shapes agree, or differ only in vocabulary rows
+    if names:
+        check_tokenizers(ckpts, limit=rows[0] if vocab == "base" else None)

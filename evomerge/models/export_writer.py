@@ -122,8 +122,10 @@ class ShardedWriter:
         return list(self._paths)
 
 
-def copy_model_files(src: Path, out_dir: Path, dtype: Optional[torch.dtype] = None) -> None:
-    """Copy config.json (with ``torch_dtype``/``dtype`` set to the export dtype) and tokenizer files."""
+def copy_model_files(src: Path, out_dir: Path, dtype: Optional[torch.dtype] = None, vocab_size: Optional[int] = None,
+                     tokenizer_from: Optional[Path] = None) -> None:
+    """Copy config.json (with ``torch_dtype``/``dtype`` set to the export dtype, and ``vocab_size`` when given)
+    and the tokenizer files (of ``tokenizer_from``, default ``src``)."""
     src, out_dir = Path(src), Path(out_dir)
     cfg = json.loads((src / "config.json").read_text())
     if dtype is not None:
@@ -131,7 +133,13 @@ def copy_model_files(src: Path, out_dir: Path, dtype: Optional[torch.dtype] = No
         for key in ("torch_dtype", "dtype"):
             if key in cfg or key == "torch_dtype":
                 cfg[key] = name
+    if vocab_size is not None:
+        text = cfg.get("text_config")
+        nested = isinstance(text, dict) and "vocab_size" in text and "vocab_size" not in cfg
+        (text if nested else cfg)["vocab_size"] = vocab_size
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    tok = Path(tokenizer_from) if tokenizer_from is not None else src
     for fname in AUX_FILES:
-        if (src / fname).exists():
-            shutil.copy2(src / fname, out_dir / fname)
+        origin = src if fname == "generation_config.json" else tok
+        if (origin / fname).exists():
+            shutil.copy2(origin / fname, out_dir / fname)

@@ -73,7 +73,8 @@ def preflight(cfg: RunConfig, run_dir: Optional[Path] = None, *, resuming: bool 
             rep.checks.append(f"zoo {', '.join(pending)}: not built yet; the run builds it first (minutes)")
             refs = [r for r in refs if unbuilt_zoo(r) is None]
         if refs:
-            rep.checks.append(check_models(refs, layer_paths=isinstance(space, DataFlowSpace)))
+            rep.checks.append(check_models(refs, layer_paths=isinstance(space, DataFlowSpace),
+                                           vocab=space.vocab()))
         if not pending:  # the memory plan (evomerge plan): a job that cannot fit on this node stops here
             from evomerge.plan import plan_job
 
@@ -229,9 +230,11 @@ def _bad_shard(folder: Path) -> Optional[Path]:
     return None
 
 
-def check_models(refs: list[str], layer_paths: bool = False) -> str:
-    """Every model folder readable, and all of them mergeable tensor by tensor; with ``layer_paths`` (data-flow
-    merging: layers of several models stacked) the depths may differ, but architecture and width must agree."""
+def check_models(refs: list[str], layer_paths: bool = False, vocab: str = "base") -> str:
+    """Every model folder readable, and all of them mergeable tensor by tensor (vocabularies that differ: as
+    the ``vocab`` rule can merge them, the first folder being the lead); with ``layer_paths`` (data-flow
+    merging: layers of several models stacked) the depths may differ, but architecture, width and vocabulary
+    must agree."""
     from evomerge.models import check_compatible
 
     ckpts = [check_model(ref) for ref in refs]
@@ -239,7 +242,7 @@ def check_models(refs: list[str], layer_paths: bool = False) -> str:
         _same_family(ckpts)
     elif len(ckpts) > 1:
         try:
-            check_compatible(ckpts)
+            check_compatible(ckpts, vocab=vocab)
         except EvomergeError:
             raise
         except Exception as exc:
@@ -252,7 +255,7 @@ def _same_family(ckpts) -> None:
     """Data-flow sources: one architecture and one hidden size (the splice itself is checked per recipe)."""
     ref = ckpts[0]
     for other in ckpts[1:]:
-        for key in ("architectures", "model_type", "hidden_size"):
+        for key in ("architectures", "model_type", "hidden_size", "vocab_size"):
             a, b = ref.config.get(key), other.config.get(key)
             if a is not None and b is not None and a != b:
                 raise EvomergeError(f"models differ in {key}: {ref.ref} has {a}, {other.ref} has {b}")

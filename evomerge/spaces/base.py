@@ -49,6 +49,10 @@ class SearchSpace(ABC):
         """Every model reference any decoded recipe may read (so a worker can load them once)."""
         return []
 
+    def vocab(self) -> str:
+        """The vocabulary rule (``base`` / ``union``) of the decoded recipes (``evomerge.models.vocab``)."""
+        return getattr(getattr(self, "cfg", None), "vocab", None) or "base"
+
     # ---- generic helpers built on ``params`` -------------------------------------------------------------
 
     def size(self) -> int:

@@ -62,6 +62,7 @@ class ParameterSpaceConfig(BaseModel):
     extra: list[dict[str, Any]] = Field(default_factory=list)
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     seed: int = 0
+    vocab: Literal["base", "union"] = "base"  # vocabularies that differ: the recipes' rule (evomerge.models.vocab)
 
     @field_validator("method")
     @classmethod
@@ -257,4 +258,4 @@ class ParameterSpace(SearchSpace):
             if p.name in point:
                 glob[p.name] = point[p.name]
         return MergeRecipe(method=method, base=self.cfg.base, models=models, params=glob, overrides=overrides,
-                           dtype=self.cfg.dtype, seed=self.cfg.seed)
+                           dtype=self.cfg.dtype, seed=self.cfg.seed, vocab=self.cfg.vocab)
