@@ -98,6 +98,20 @@ def test_in_memory_equals_export_bit_for_bit(fam, tied_fam, tied, dtype, tmp_pat
         assert live.config.vocab_size == exported.config.vocab_size
 
 
+def test_a_single_model_recipe_gives_that_model(fam):
+    """The search's endpoint recipes (linear, weight 1): the live model takes that model's rows, bit for bit."""
+    from transformers import AutoModelForCausalLM
+
+    from evomerge.fitness.population import endpoint_recipe
+
+    merger = InMemoryMerger([fam[k] for k in ("base", "ft2", "short")], cache_budget=0)
+    live = AutoModelForCausalLM.from_pretrained(fam["base"])
+    for name in ("ft2", "short", "base"):
+        merger.merge_into(endpoint_recipe(fam[name]), live)
+        want = load(fam[name])
+        assert all(torch.equal(v, want[k]) for k, v in live.state_dict().items()), name
+
+
 @pytest.mark.parametrize("rule", ["base", "union"])
 def test_exported_folder_loads_with_a_matching_tokenizer(fam, rule, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -4,7 +4,8 @@ Memory plan (one worker): the sources are memory-mapped safetensors (``open_chec
 node whatever the number of workers); the live model is the only full-size allocation; scratch is a fixed set of
 chunk buffers (``engine.Workspace``); task vectors, magnitude histograms and DELLA ranks are cached only within
 ``cache_budget`` bytes. The arithmetic is the export's (``engine.merge_tensor``, float32), so the scored model
-is bit for bit the model ``evomerge merge`` / ``evomerge export`` write in the same dtype.
+is bit for bit the model ``evomerge merge`` / ``evomerge export`` write in the same dtype. When the sources'
+vocabularies differ, the live model's embeddings are resized to each recipe's rows (``evomerge.models.vocab``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from evomerge.models.compat import check_compatible
 from evomerge.models.export_writer import parse_size
 from evomerge.models.live import LiveTargets
 from evomerge.models.safetensors_io import open_checkpoint
-from evomerge.models.vocab import build_vocab_map, config_vocab_size, resize_live_vocab
+from evomerge.models.vocab import build_vocab_map, config_vocab_size, resize_live_vocab, vocab_tensors
 from evomerge.recipe import MergeRecipe
 
 log = logging.getLogger(__name__)
@@ -94,19 +95,17 @@ class InMemoryMerger:
         self.workspace = Workspace(self.device)
         self._workspaces = {str(self.device): self.workspace}
         self._targets: dict[int, tuple[nn.Module, LiveTargets]] = {}
-        self._resized: set[int] = set()  # live models whose vocabulary rows merge_into changed
+        self.vocab_varies = bool(vocab_tensors(list(self.ckpts.values()))[0])  # sources' vocabularies differ
         log.info("InMemoryMerger: %d sources (memory-mapped), cache budget %s", len(refs),
                  "unlimited" if self.cache.budget is None else f"{self.cache.budget / 1e6:.0f} MB")
 
     def merge_into(self, recipe: MergeRecipe, model: nn.Module) -> None:
         """Write the merged weights of ``recipe`` into ``model``'s parameters in place (no disk I/O)."""
         plan = MergePlan(recipe, self.ckpts)
-        rows = plan.vocab_rows()  # vocabularies differ: the live model gets the recipe's rows
-        if rows is None and id(model) in self._resized:  # resized for an earlier recipe: back to the lead's
-            rows = config_vocab_size(plan.lead.config)
-        if rows is not None and resize_live_vocab(model, rows):
-            self._resized.add(id(model))
-            self._targets.pop(id(model), None)
+        if self.vocab_varies:  # the live model gets the recipe's rows (its lead's when its models agree)
+            rows = plan.vocab_rows() or config_vocab_size(plan.lead.config)
+            if rows is not None and resize_live_vocab(model, rows):
+                self._targets.pop(id(model), None)
         live = self._targets_of(model, plan)
         with torch.no_grad():
             for target in live.targets:
