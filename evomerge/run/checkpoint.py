@@ -24,12 +24,13 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Optional
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Optional
 
 from evomerge.errors import EvomergeError
 from evomerge.fsutil import atomic_write
+
+if TYPE_CHECKING:  # numpy is imported when a checkpoint is written or read (not by every CLI verb)
+    import numpy as np
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^ckpt-(\d{6,})\.(npz|pkl)$")
@@ -59,6 +60,8 @@ def _list(folder: Path) -> list[tuple[int, Path]]:
 
 def encode(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
     """``obj`` as JSON-able data; its arrays and bytes go to ``arrays`` (named ``a0``, ``a1``, ...)."""
+    import numpy as np
+
     if obj is None or isinstance(obj, (bool, str)):
         return obj
     if isinstance(obj, (int, float)):
@@ -88,6 +91,8 @@ def encode(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
 
 
 def decode(obj: Any, arrays) -> Any:
+    import numpy as np
+
     if isinstance(obj, list):
         return [decode(x, arrays) for x in obj]
     if not isinstance(obj, dict):
@@ -111,6 +116,8 @@ def _hashable(key: Any) -> Any:
 
 def dumps(state: dict[str, Any]) -> bytes:
     """The checkpoint file's bytes for ``state``."""
+    import numpy as np
+
     arrays: dict[str, np.ndarray] = {}
     text = json.dumps(encode(state, arrays), sort_keys=True, separators=(",", ":"))
     buf = io.BytesIO()
@@ -120,6 +127,8 @@ def dumps(state: dict[str, Any]) -> bytes:
 
 def loads(data: bytes, what: str = "checkpoint") -> dict[str, Any]:
     """The state of a checkpoint file's bytes (``allow_pickle=False``: nothing in it can run code)."""
+    import numpy as np
+
     if not data.startswith(b"PK\x03\x04"):
         raise EvomergeError(f"{what} is not an .npz archive (a zip of numpy arrays); refusing to read it")
     try:
