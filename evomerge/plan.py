@@ -66,7 +66,7 @@ def model_facts(ref: str, architecture: Optional[dict] = None) -> ModelFacts:
         ck = open_checkpoint(ref)
         names = ck.names()
         params = sum(math.prod(ck.shape(n)) for n in names)
-        dtype = str(ck.dtype(names[0])).removeprefix("torch.")
+        dtype = ck.dtype_name(names[0])
         return _facts(ck.config, params, ck.total_bytes(), dtype)
     if not architecture:
         raise EvomergeError(f"model {ref!r} is not on this machine; to plan without it, give its config.json "
@@ -105,8 +105,7 @@ def worker_memory(recipe=None, device: str = "cpu", cache_budget=0, live_dtype: 
                   n_sources: Optional[int] = None) -> MemoryPlan:
     """The plan of one worker that merges ``recipe`` (or a model described by ``facts`` with ``n_models``
     merged of ``n_sources``) on ``device`` ("cpu" or "cuda"), and evaluates batches of ``batch_size``."""
-    from evomerge.merge.engine import CHUNK_ELEMS
-    from evomerge.merge.memory import cache_budget_bytes
+    from evomerge.merge.sizes import CHUNK_ELEMS, cache_budget_bytes
 
     if recipe is not None:
         facts = facts or model_facts(recipe.base or recipe.models[0].model)
@@ -115,9 +114,7 @@ def worker_memory(recipe=None, device: str = "cpu", cache_budget=0, live_dtype: 
     dtype = live_dtype if live_dtype not in (None, "auto") else facts.dtype
     model_bytes = facts.params * DTYPE_BYTES.get(dtype, 4)
     workspace = (4 * n_models + 6) * CHUNK_ELEMS * 4
-    import torch
-
-    cache = cache_budget_bytes(cache_budget, torch.device("cpu"))
+    cache = cache_budget_bytes(cache_budget, "cpu")
     if cache is None:  # unlimited: task vectors of every source in float32, the largest thing it can hold
         cache = n_models * facts.params * 4
     tokens = batch_size * EVAL_TOKENS
@@ -147,7 +144,7 @@ def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None
     """Plan a ``RunConfig`` on this node (or the numbers given); raise EvomergeError when it cannot fit. None for
     a fitness kind that loads no models (nothing to plan)."""
     from evomerge.execution.base import WORKERS
-    from evomerge.merge.memory import host_available_bytes
+    from evomerge.merge.sizes import host_available_bytes
 
     fit = cfg.fitness
     if not getattr(WORKERS.get(str(fit.get("kind", "lm_eval"))), "needs_models", True):
@@ -165,7 +162,7 @@ def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None
     facts = model_facts(cfg.base or cfg.models[0], getattr(cfg, "architecture", None))
     budget = fit.get("cache_budget", "auto")
     if budget == "auto":  # as the merger resolves it: a quarter of the free memory, at most half a model
-        from evomerge.merge.memory import AUTO_CACHE_FLOOR, AUTO_CACHE_SHARE
+        from evomerge.merge.sizes import AUTO_CACHE_FLOOR, AUTO_CACHE_SHARE
 
         free = (gpu_bytes or 0) if on_gpu else host_bytes
         budget = int(min(free * AUTO_CACHE_SHARE, max(facts.stored_bytes // 2, AUTO_CACHE_FLOOR)))
@@ -203,6 +200,10 @@ def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None
 
 def _gpus() -> tuple[int, int]:
     """(GPU count, memory of the smallest) visible to this process, (0, 0) without CUDA."""
+    from evomerge.run.preflight import visible_gpus
+
+    if not visible_gpus():  # no GPU to see: no need to import torch to be told so
+        return 0, 0
     try:
         import torch
 

@@ -19,10 +19,17 @@ A parameter-space recipe (``kind: merge``)::
     dtype: float32
     seed: 0                            # for stochastic methods (DARE, DELLA)
     vocab: base                        # vocabularies that differ: the base's rows, or the union of all
+    random_stream: evomerge            # or mergekit: DARE / DELLA masks drawn exactly as mergekit draws them
 
 Parameter resolution for a (source model, tensor) pair: ``params`` (global) < the model's ``params`` <
 each matching override in order. Tensors outside decoder layers (embeddings, final norm, lm_head) match an
 override only when it has no ``layers`` range, or when its ``modules`` filter names them explicitly.
+
+``random_stream`` (DARE / DELLA): ``evomerge`` seeds one generator per (seed, model, tensor), so a tensor's mask
+does not depend on which other tensors are merged or in what order, and tensors merge in chunks. ``mergekit``
+draws the masks as ``mergekit-yaml --random-seed SEED`` does (one torch generator seeded with ``seed``, one
+whole-tensor draw per tensor and source, tensors in name order, sources in recipe order; see
+:mod:`evomerge.merge.mergekit_stream`): the merged weights equal mergekit's bit for bit on float32 sources.
 """
 
 from __future__ import annotations
@@ -96,6 +103,7 @@ class MergeRecipe(_Strict):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     seed: int = 0
     vocab: Literal["base", "union"] = "base"  # when the sources' vocabularies differ (evomerge.models.vocab)
+    random_stream: Literal["evomerge", "mergekit"] = "evomerge"
 
     @model_validator(mode="after")
     def _check(self):

@@ -30,6 +30,7 @@ _CLASS_MODULES = (
     "nevergrad.optimization.", "nevergrad.parametrization.data", "nevergrad.parametrization.container",
     "nevergrad.parametrization.core", "nevergrad.parametrization.choice", "nevergrad.parametrization.transforms",
     "nevergrad.parametrization._datalayers", "nevergrad.parametrization._layering", "nevergrad.common.tools",
+    "cmaes._cma", "cmaes._sepcma", "cmaes._cmawm",  # optuna's CMA-ES sampler keeps these in trial attributes
     "numpy.random.", "evomerge.optim.",
     "scipy.stats._continuous_distns", "scipy.stats._discrete_distns",  # distributions some optimizers sample from
 )

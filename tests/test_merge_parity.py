@@ -236,3 +236,78 @@ dtype: float32
     a, b, c = outs.values()
     name = "model.layers.0.mlp.up_proj.weight"
     assert not torch.equal(a[name], b[name]) and torch.equal(b[name], c[name])
+
+
+# ---- dare / della with mergekit's random stream: the same masks, bit for bit ------------------------------------
+
+RANDOM_METHODS = ["dare_ties", "dare_linear", "della", "della_linear"]
+
+
+def random_recipe(method: str, zoo: Path, seed: int):
+    """Per-model densities, per-layer / per-module overrides, and tensors where a source keeps everything
+    (density 1: mergekit draws nothing there, so the stream must skip them too)."""
+    base, add, rev, srt = (str(zoo / n) for n in ("base", "add", "reverse", "sort"))
+    eps = {"epsilon": 0.1} if method.startswith("della") else {}
+    models = [{"model": srt, "params": {"weight": 0.5, "density": 0.7, **eps}},  # not in name order
+              {"model": add, "params": {"weight": 0.3, "density": 0.4, **eps}},
+              {"model": rev, "params": {"weight": 0.4, "density": 0.55, **eps}}]
+    overrides = [{"layers": [1, 2], "params": {"weight": 0.8}},
+                 {"layers": [0, 1], "modules": ["mlp"], "model": rev, "params": {"density": 1.0}},
+                 {"modules": ["embed_tokens"], "model": add, "params": {"density": 0.3}}]
+    return recipe_from_dict({"method": method, "base": base, "models": models, "overrides": overrides,
+                             "params": {"lambda": 0.9}, "seed": seed, "random_stream": "mergekit"})
+
+
+@pytest.mark.parametrize("method", RANDOM_METHODS)
+def test_mergekit_random_stream_through_evomerge_merge_equals_mergekit(method, ci_zoo, tmp_path):
+    """`evomerge merge mk.yml out --seed S --random-stream mergekit` == mergekit's merge with random_seed S
+    (what `mergekit-yaml mk.yml out --random-seed S` runs): max abs diff 0."""
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+
+    mk_yaml = to_mergekit_yaml(random_recipe(method, ci_zoo, 0))
+    (tmp_path / "mk.yml").write_text(mk_yaml)
+    line = evomerge_merge_cli(tmp_path / "mk.yml", tmp_path / "ours", "--seed", "11", "--random-stream", "mergekit")
+    assert "masks from mergekit's random stream (seed 11)" in line, line
+    run_merge(MergeConfiguration.model_validate(yaml.safe_load(mk_yaml)), str(tmp_path / "mk"),
+              MergeOptions(copy_tokenizer=False, quiet=True, write_model_card=False, random_seed=11))
+    ours, theirs = load_folder(tmp_path / "ours"), load_folder(tmp_path / "mk")
+    assert set(ours) == set(theirs)
+    worst = max((ours[k] - theirs[k]).abs().max().item() for k in ours)
+    assert worst == 0.0, f"{method}: max |ours - mergekit| = {worst}"
+    base = load_folder(ci_zoo / "base")
+    assert not torch.equal(ours["model.layers.0.self_attn.q_proj.weight"], base["model.layers.0.self_attn.q_proj.weight"])
+
+
+def test_mergekit_random_stream_in_memory_equals_export(ci_zoo, tmp_path):
+    """The search's merge draws the export's masks, whatever order the tensors come in (here against
+    mergekit's: every draw is first fast-forwarded over, then replayed)."""
+    from evomerge.merge import InMemoryMerger
+    from evomerge.merge.engine import geometry, row_writer
+    from evomerge.merge.plan import MergePlan
+
+    recipe = random_recipe("dare_ties", ci_zoo, 5)
+    exported = load_folder(export_recipe(recipe, tmp_path / "out"))
+    assert all(torch.equal(t, exported[n]) for n, t in InMemoryMerger(recipe.sources(), cache_budget=0)
+               .merge_state_dict(recipe).items())
+    merger = InMemoryMerger(recipe.sources(), cache_budget=0)
+    plan = MergePlan(recipe, merger.ckpts)
+    for name in sorted(plan.names, reverse=True):
+        t = torch.empty(plan.shape(name))
+        plan.merge(name, row_writer(t.view(geometry(t.shape))), merger.workspace, merger.cache)
+        assert torch.equal(t, exported[name]), name
+    evo = export_recipe(recipe.model_copy(update={"random_stream": "evomerge"}), tmp_path / "evo")
+    assert not torch.equal(load_folder(evo)["model.norm.weight"], exported["model.norm.weight"])
+
+
+@pytest.mark.slow
+def test_mergekit_random_stream_matches_the_mergekit_yaml_cli(ci_zoo, tmp_path):
+    exe = shutil.which("mergekit-yaml") or str(Path(sys.executable).parent / "mergekit-yaml")
+    (tmp_path / "mk.yml").write_text(to_mergekit_yaml(random_recipe("dare_ties", ci_zoo, 0)))
+    res = subprocess.run([exe, str(tmp_path / "mk.yml"), str(tmp_path / "mk"), "--random-seed", "3",
+                          "--no-copy-tokenizer"], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    evomerge_merge_cli(tmp_path / "mk.yml", tmp_path / "ours", "--seed", "3", "--random-stream", "mergekit")
+    ours, theirs = load_folder(tmp_path / "ours"), load_folder(tmp_path / "mk")
+    assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) == 0.0

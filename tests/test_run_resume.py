@@ -97,8 +97,8 @@ def test_corrupt_latest_checkpoint_falls_back_and_still_matches(tmp_path):
     run_dir = tmp_path / "run"
     run_search(run_config_from_dict(config(budget={"evaluations": 15},
                                            fitness={"kind": "synthetic", "tasks": ["a", "b"]})), run_dir)
-    ckpts = sorted((run_dir / "checkpoints").glob("ckpt-*.pkl"))
-    assert [p.name for p in ckpts] == ["ckpt-000002.pkl", "ckpt-000003.pkl"]
+    ckpts = sorted((run_dir / "checkpoints").glob("ckpt-*.npz"))
+    assert [p.name for p in ckpts] == ["ckpt-000002.npz", "ckpt-000003.npz"]
     ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:-7])  # torn latest checkpoint
     resume(run_dir, budget={"evaluations": 20})
     assert stable(run_dir) == reference

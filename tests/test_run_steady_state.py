@@ -1,6 +1,5 @@
 """Steady-state schedule: partial tells as results arrive, out-of-order completion, crash + resume."""
 
-import pickle
 from pathlib import Path
 
 import pytest
@@ -65,9 +64,15 @@ def records(run_dir):
 
 
 def saved_optimizer(run_dir):
+    """The checkpoint, the optuna study it holds (as plain data, replayed into a study) and the pending asks."""
+    import optuna
+
+    from evomerge.optim.optuna_state import restore_study
+
     _, state = load_latest_checkpoint(Path(run_dir) / "checkpoints")
-    impl, pending = pickle.loads(state["optimizer"]["blob"])
-    return state, impl, pending
+    opt = state["optimizer"]
+    study = restore_study(opt["state"], optuna.samplers.TPESampler(seed=0), 1)
+    return state, study, opt["pending"]
 
 
 def test_schedule_follows_the_optimizer_and_refuses_steady_state_cma():

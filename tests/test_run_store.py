@@ -43,17 +43,34 @@ def test_checkpoint_keeps_two_and_falls_back_when_latest_is_corrupt(tmp_path):
     for step in range(1, 5):
         save_checkpoint(folder, step, {"step": step, "blob": os.urandom(64)})
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["ckpt-000003.pkl", "ckpt-000003.sha256", "ckpt-000004.pkl", "ckpt-000004.sha256"]
+    assert names == ["ckpt-000003.npz", "ckpt-000003.sha256", "ckpt-000004.npz", "ckpt-000004.sha256"]
     assert load_latest_checkpoint(folder)[0] == 4
-    latest = folder / "ckpt-000004.pkl"
+    latest = folder / "ckpt-000004.npz"
     data = bytearray(latest.read_bytes())
     data[len(data) // 2] ^= 0xFF
     latest.write_bytes(bytes(data))
     step, state = load_latest_checkpoint(folder)
-    assert step == 3 and state["step"] == 3
-    (folder / "ckpt-000003.pkl").write_bytes(b"truncated")
+    assert step == 3 and state["step"] == 3 and len(state["blob"]) == 64
+    (folder / "ckpt-000003.npz").write_bytes(b"truncated")
     with pytest.raises(EvomergeError, match="every checkpoint"):
         load_latest_checkpoint(folder)
+
+
+def test_checkpoint_data_round_trip(tmp_path):
+    """JSON types, tuples, non-string keys, numpy arrays / scalars, bytes and 128-bit ints come back as written."""
+    import numpy as np
+
+    state = {"i": 2**100 + 3, "f": 0.1, "nan": float("nan"), "t": (1, (2.5, "x")), "keys": {3: "a", (1, 2): [None]},
+             "arr": np.arange(6, dtype=np.uint32).reshape(2, 3), "np": np.float32(1.5), "b": b"\x80\x04raw",
+             "tagged": {"__tuple__": 1}}
+    save_checkpoint(tmp_path, 1, state)
+    back = load_latest_checkpoint(tmp_path)[1]
+    assert back["i"] == state["i"] and back["f"] == 0.1 and back["nan"] != back["nan"]
+    assert back["t"] == (1, (2.5, "x")) and back["keys"] == {3: "a", (1, 2): [None]} and back["b"] == state["b"]
+    assert back["arr"].dtype == np.uint32 and (back["arr"] == state["arr"]).all() and back["np"] == 1.5
+    assert back["tagged"] == {"__tuple__": 1}
+    with pytest.raises(EvomergeError, match="not plain data"):
+        save_checkpoint(tmp_path, 2, {"x": object()})
 
 
 def test_checkpoint_missing_is_none(tmp_path):

@@ -2,16 +2,24 @@
 
 Public API: ``LMEvalEvaluator``, ``ItemResults``, ``ESTIMATORS`` / ``Estimator``, ``ItemBank``,
 ``select_anchors`` / ``Anchors``, ``FitnessConfig``, ``Fitness`` (see fitness.py for the call sequence).
+The names load on first use (PEP 562): the submodules import torch, lm-eval and scikit-learn, which a config
+check (``evomerge.fitness.config``) must not wait for.
 """
 
-from evomerge.fitness.anchors import ANCHOR_METHODS, Anchors, select_anchors
-from evomerge.fitness.cache import EndpointCache
-from evomerge.fitness.config import FitnessConfig
-from evomerge.fitness.estimators import ESTIMATORS, Estimator
-from evomerge.fitness.evaluator import LMEvalEvaluator
-from evomerge.fitness.fitness import Fitness
-from evomerge.fitness.irt import ItemBank, fit_item_bank
-from evomerge.fitness.results import ItemResults
+import importlib
 
-__all__ = ["ANCHOR_METHODS", "Anchors", "ESTIMATORS", "EndpointCache", "Estimator", "Fitness", "FitnessConfig",
-           "ItemBank", "ItemResults", "LMEvalEvaluator", "fit_item_bank", "select_anchors"]
+_WHERE = {
+    "ANCHOR_METHODS": "anchors", "Anchors": "anchors", "select_anchors": "anchors",
+    "EndpointCache": "cache", "FitnessConfig": "config", "ESTIMATORS": "estimators", "Estimator": "estimators",
+    "LMEvalEvaluator": "evaluator", "Fitness": "fitness", "ItemBank": "irt", "fit_item_bank": "irt",
+    "ItemResults": "results",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_WHERE)

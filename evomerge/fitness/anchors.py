@@ -14,14 +14,15 @@ For k-means, the anchor is the item nearest each centroid and its weight the clu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-from sklearn.cluster import KMeans
 
 from evomerge.errors import EvomergeError
-from evomerge.fitness.irt.bank import ItemBank
 from evomerge.registry import Registry
+
+if TYPE_CHECKING:
+    from evomerge.fitness.irt.bank import ItemBank
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Anchors:
                    weights={t: [float(w) for w in v] for t, v in d["weights"].items()})
 
 
-AnchorFn = Callable[[ItemBank, str, int, np.random.Generator], tuple[list[int], list[float]]]
+AnchorFn = Callable[["ItemBank", str, int, np.random.Generator], tuple[list[int], list[float]]]
 ANCHOR_METHODS: Registry[AnchorFn] = Registry("anchor method")
 
 
@@ -66,6 +67,8 @@ def _stratified(bank: ItemBank, task: str, n: int, rng: np.random.Generator):
 
 
 def _kmeans_pick(emb: np.ndarray, ids: list[int], n: int, rng: np.random.Generator):
+    from sklearn.cluster import KMeans  # here: scikit-learn takes ~1 s to import, a config check needs none
+
     km = KMeans(n_clusters=n, n_init=5, random_state=int(rng.integers(2**31 - 1))).fit(emb)
     items, weights = [], []
     for c in range(n):

@@ -26,14 +26,10 @@ from evomerge.fitness.evaluator import LMEvalEvaluator
 from evomerge.fitness.irt.bank import ItemBank
 from evomerge.fitness.population import bank_from_results, evaluate_population, space_samples
 from evomerge.fitness.results import ItemResults
+from evomerge.fitness.task_index import include_paths as _include_paths
 from evomerge.fsutil import file_lock
-from evomerge.resources import resolve
 
 log = logging.getLogger(__name__)
-
-
-def _include_paths(names: Sequence[str]) -> list[str]:
-    return [str(resolve("fitness", n, suffixes=())) for n in names]
 
 
 class Fitness:

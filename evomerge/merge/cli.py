@@ -44,17 +44,19 @@ def _read(path: Path, force_mergekit: bool) -> tuple[Any, str]:
     return recipe_from_dict(doc), "evomerge"
 
 
-def _with(recipe, seed: Optional[int], dtype: Optional[str]):
-    """The recipe with ``--seed`` (every parameter-space recipe in it) and ``--dtype`` applied."""
+def _with(recipe, seed: Optional[int], dtype: Optional[str], random_stream: Optional[str] = None):
+    """The recipe with ``--seed`` and ``--random-stream`` (every parameter-space recipe in it) and ``--dtype``
+    applied."""
     from evomerge.recipe import MergeRecipe, recipe_from_dict
 
     data = recipe.model_dump(mode="json")
-    if seed is not None:
+    given = {k: v for k, v in (("seed", seed), ("random_stream", random_stream)) if v is not None}
+    if given:
         if isinstance(recipe, MergeRecipe):
-            data["seed"] = seed
+            data.update(given)
         for src in (data.get("models") or {}).values() if isinstance(data.get("models"), dict) else []:
             if isinstance(src, dict) and src.get("kind", "merge") == "merge":
-                src["seed"] = seed
+                src.update(given)
     if dtype is not None:
         data["dtype"] = dtype
     return recipe_from_dict(data)
@@ -81,6 +83,8 @@ def _summary(recipe, out: Path, seconds: float) -> str:
         refs = _refs(recipe)
         what = f"{recipe.method} of {len(refs)} model(s)" + (" (base + " + str(len(refs) - 1) + ")"
                                                                 if recipe.base in refs else "")
+        if recipe.random_stream == "mergekit" and recipe.method.startswith(("dare", "della")):
+            what += f", masks from mergekit's random stream (seed {recipe.seed})"
     else:
         steps = recipe.steps()
         what = f"a data-flow path of {len(steps)} layer(s) from {len(set(s.model for s in steps))} model(s)"
@@ -96,10 +100,13 @@ def _summary(recipe, out: Path, seconds: float) -> str:
 @click.option("--shard-size", default="2GB", show_default=True, help="Largest output shard, e.g. 500MB, 2GB.")
 @click.option("--seed", type=int, default=None, help="Seed of stochastic methods (dare, della); default: the "
                                                     "recipe's (0 for mergekit configs).")
+@click.option("--random-stream", type=click.Choice(["evomerge", "mergekit"]), default=None,
+              help="How dare / della draw their masks: mergekit = exactly as `mergekit-yaml --random-seed SEED` "
+                   "(whole tensors in memory); default: the recipe's (evomerge).")
 @click.option("--from-mergekit", is_flag=True, help="Insist that RECIPE_PATH is a mergekit config (detected "
                                                      "anyway by its merge_method key).")
 def merge_cmd(recipe_path: Path, out_dir: Path, device: str, dtype, shard_size: str, seed: Optional[int],
-              from_mergekit: bool) -> None:
+              random_stream: Optional[str], from_mergekit: bool) -> None:
     """Merge RECIPE_PATH (an evomerge recipe of any kind, or a mergekit config) into OUT_DIR (sharded
     safetensors + index, config, tokenizer, model card, recipe). Also writes mergekit_config.yml when mergekit
     can express the recipe."""
@@ -110,7 +117,7 @@ def merge_cmd(recipe_path: Path, out_dir: Path, device: str, dtype, shard_size: 
     from evomerge.run.preflight import check_models
 
     recipe, _ = _read(recipe_path, from_mergekit)
-    recipe = _with(recipe, seed, dtype)
+    recipe = _with(recipe, seed, dtype, random_stream)
     max_bytes = parse_size(shard_size)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise EvomergeError(f"output folder {out_dir} exists and is not empty")

@@ -20,7 +20,8 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
-CHUNK_ELEMS = 1 << 19  # elements per scratch chunk (2 MB in float32: cache-friendly, small next to any model)
+from evomerge.merge.sizes import CHUNK_ELEMS  # elements per scratch chunk (tests patch it here)
+
 COMPUTE_DTYPE = torch.float32
 
 
@@ -147,6 +148,7 @@ class TensorInputs:
     stats: dict = field(default_factory=dict)
     workspace: Workspace = field(default_factory=Workspace)
     pass_id: str = "main"
+    rng_stream: Optional[object] = None  # a MergekitStream (random_stream: mergekit): masks drawn from it
 
     @property
     def sources(self) -> torch.Tensor:
@@ -279,15 +281,18 @@ def row_writer(rows: torch.Tensor) -> Callable[[int, int, torch.Tensor], None]:
 def merge_tensor(method, params, name: str, models: list[str], base_view: Optional[torch.Tensor],
                  source_views: Sequence[torch.Tensor], write: Callable[[int, int, torch.Tensor], None],
                  workspace: Workspace, cache: TensorCache, seed: int = 0, cache_scope: str = "",
-                 dest: Optional[torch.Tensor] = None) -> None:
+                 dest: Optional[torch.Tensor] = None, rng_stream=None) -> None:
     """Merge one tensor chunk by chunk; ``write(r0, r1, merged_rows)`` receives each float32 chunk (rows of the
     2-D view, valid until the next call). ``cache_scope`` names the base and model set for cache keys. ``dest``:
     the destination's 2-D view; when it is float32 on the compute device the method writes straight into it (and
-    ``write`` gets those very rows)."""
+    ``write`` gets those very rows). ``rng_stream``: mergekit's random stream (a method that draws masks then
+    sees the whole tensor in one chunk)."""
     shape = tuple(source_views[0].shape)
     views = ([base_view] if base_view is not None else []) + list(source_views)
     stats: dict = {}
-    chunks = [(0, geometry(shape)[0])] if method.whole_tensor(shape) else row_chunks(shape)
+    rng_stream = rng_stream if rng_stream is not None and method.random_draws() else None
+    whole = method.whole_tensor(shape) or rng_stream is not None
+    chunks = [(0, geometry(shape)[0])] if whole else row_chunks(shape)
 
     def tensor_cache(key, make, priority: int = 0):
         return cache.get((cache_scope, name) + tuple(key), make, priority)
@@ -355,7 +360,7 @@ def merge_tensor(method, params, name: str, models: list[str], base_view: Option
                             get_sources=sources, get_deltas=deltas, get_delta=delta, get_source=source,
                             chunks=all_chunks,
                             seed=seed, cache=tensor_cache, cache_room=cache_room, stats=stats, workspace=ws,
-                            pass_id=pass_id)
+                            pass_id=pass_id, rng_stream=rng_stream)
 
     cols = geometry(shape)[1]
     direct = (dest is not None and dest.dtype == COMPUTE_DTYPE and dest.device == workspace.device

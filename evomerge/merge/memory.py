@@ -11,7 +11,6 @@ vocabularies differ, the live model's embeddings are resized to each recipe's ro
 from __future__ import annotations
 
 import logging
-import os
 from typing import Optional, Sequence
 
 import torch
@@ -20,44 +19,14 @@ from torch import nn
 from evomerge.errors import EvomergeError
 from evomerge.merge.engine import TensorCache, Workspace, geometry, row_writer
 from evomerge.merge.plan import MergePlan
+from evomerge.merge.sizes import AUTO_CACHE_FLOOR, AUTO_CACHE_SHARE, cache_budget_bytes, host_available_bytes  # noqa: F401
 from evomerge.models.compat import check_compatible
-from evomerge.models.export_writer import parse_size
 from evomerge.models.live import LiveTargets
 from evomerge.models.safetensors_io import open_checkpoint
 from evomerge.models.vocab import build_vocab_map, config_vocab_size, resize_live_vocab, vocab_tensors
 from evomerge.recipe import MergeRecipe
 
 log = logging.getLogger(__name__)
-AUTO_CACHE_SHARE = 0.25  # "auto" cache budget: this share of the memory free when the merger starts
-AUTO_CACHE_FLOOR = 32 * 2**20  # ... capped at half a model, but never below this (small models)
-
-
-def cache_budget_bytes(budget: Optional[int | str], device: torch.device) -> Optional[int]:
-    """``None`` / ``"unlimited"``: no limit; ``"auto"``: a share of free memory (the device's on a GPU, else
-    the host's MemAvailable; the merger also caps it at half a model); an int or ``"4GB"``: that many bytes."""
-    if budget is None or budget == "unlimited":
-        return None
-    if budget == "auto":
-        if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-        else:
-            free = host_available_bytes()
-        return int(free * AUTO_CACHE_SHARE)
-    return 0 if budget == 0 else parse_size(budget)
-
-
-def host_available_bytes() -> int:
-    """MemAvailable of /proc/meminfo (bytes), or total physical memory where that file is missing."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def keep_heap_bounded() -> None:
     """Ask glibc to serve every allocation of 256 KB or more by its own mapping, returned to the OS when freed.
     By default glibc raises that threshold after the first large free, and the chunk-sized temporaries of

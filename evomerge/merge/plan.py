@@ -129,6 +129,7 @@ class MergePlan:
         self.method = method_cls()
         lead_ref = self.base or self.models[0]
         self.vocab = build_vocab_map(ckpts, lead_ref, self.models, recipe.vocab)
+        self.rng_stream = None  # made per device on the first merge (random_stream: mergekit)
 
     @property
     def tokenizer_path(self):
@@ -138,6 +139,19 @@ class MergePlan:
     def vocab_rows(self) -> Optional[int]:
         """Embedding rows of the merged model when the sources' vocabularies differ (else None: as stored)."""
         return self.vocab.out_rows if self.vocab else None
+
+    def _stream(self, device):
+        """mergekit's random stream over this recipe's tensors (None unless ``random_stream: mergekit`` and the
+        method draws masks)."""
+        if getattr(self.recipe, "random_stream", "evomerge") != "mergekit" or not self.method.random_draws():
+            return None
+        if self.rng_stream is None or self.rng_stream.device != device:
+            from evomerge.merge.mergekit_stream import MergekitStream
+
+            draws = [(n, i, self.shape(n)) for n in self.names
+                     for i, d in enumerate(self.params[n].per_model.get("density", [])) if d < 1]
+            self.rng_stream = MergekitStream(self.recipe.seed, draws, device)
+        return self.rng_stream
 
     def shape(self, name: str) -> tuple[int, ...]:
         if self.vocab and name in self.vocab.tensors:
@@ -154,4 +168,5 @@ class MergePlan:
         base = self.ckpts[self.base].view(name) if self.base else None
         merge_tensor(self.method, self.params[name], name, self.models, base,
                      [self.ckpts[m].view(name) for m in self.models], write, workspace, cache,
-                     seed=self.recipe.seed, cache_scope=self.base or "", dest=dest)
+                     seed=self.recipe.seed, cache_scope=self.base or "", dest=dest,
+                     rng_stream=self._stream(workspace.device))

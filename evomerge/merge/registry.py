@@ -10,13 +10,15 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal, Optional
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Optional
 
 from evomerge.errors import ConfigError
-from evomerge.merge.engine import TensorInputs
 from evomerge.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+    from evomerge.merge.engine import TensorInputs
 
 MERGE_METHODS: Registry[type["MergeMethod"]] = Registry(
     "merge method",
@@ -87,6 +89,11 @@ class MergeMethod(ABC):
     def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
         """Write the merged chunk into ``out`` (``[rows, cols]``, like ``x.base``); see ``TensorInputs``."""
 
+    def random_draws(self) -> bool:
+        """True if this method draws random masks (DARE, DELLA): with ``random_stream: mergekit`` it then
+        merges whole tensors, drawing from :class:`evomerge.merge.mergekit_stream.MergekitStream`."""
+        return False
+
     def whole_tensor(self, shape) -> bool:
         """True if this method must see the tensor of this shape in one chunk (statistics inside rows of a
         >2-D tensor, say). Chunks depend on the shape alone, so both merge paths agree."""
@@ -110,3 +117,12 @@ def merge_method(name: str) -> Callable[[type[MergeMethod]], type[MergeMethod]]:
 
 def get_method(name: str) -> type[MergeMethod]:
     return MERGE_METHODS.get(name)
+
+
+def __getattr__(name: str):
+    """``TensorInputs`` (the engine's, which imports torch) for plugins that import it from here."""
+    if name == "TensorInputs":
+        from evomerge.merge.engine import TensorInputs
+
+        return TensorInputs
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,17 +1,22 @@
 """Model references and loading: HF folders, hub names and ``zoo://VARIANT/NAME``; lazy safetensors reading,
-compatibility checks, and the sharded HF export writer."""
+compatibility checks, and the sharded HF export writer.
 
-from evomerge.models.compat import check_compatible, layout_of
-from evomerge.models.export_writer import ShardedWriter, copy_model_files, parse_size
-from evomerge.models.paths import resolve_model
-from evomerge.models.safetensors_io import LazyCheckpoint
+The names load on first use (PEP 562), so that resolving a reference or reading headers imports no torch.
+"""
 
-__all__ = [
-    "resolve_model",
-    "LazyCheckpoint",
-    "check_compatible",
-    "layout_of",
-    "ShardedWriter",
-    "copy_model_files",
-    "parse_size",
-]
+import importlib
+
+_WHERE = {
+    "resolve_model": "paths", "LazyCheckpoint": "safetensors_io", "check_compatible": "compat",
+    "layout_of": "compat", "ShardedWriter": "export_writer", "copy_model_files": "export_writer",
+    "parse_size": "export_writer",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_WHERE)

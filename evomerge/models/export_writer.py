@@ -8,11 +8,13 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Optional
-
-import torch
+from typing import TYPE_CHECKING, Optional
 
 from evomerge.errors import EvomergeError
+from evomerge.models.safetensors_io import DTYPE_CODES
+
+if TYPE_CHECKING:
+    import torch
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
@@ -38,9 +40,11 @@ def parse_size(size: str | int) -> int:
     return value
 
 
-_ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
-              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-              torch.bool: "BOOL"}
+_ST_CODES = {name: code for code, (name, _) in DTYPE_CODES.items()}  # "float32" -> "F32"
+
+
+def _st_code(dtype: torch.dtype) -> str:
+    return _ST_CODES[str(dtype).removeprefix("torch.")]
 
 
 class ShardedWriter:
@@ -82,7 +86,7 @@ class ShardedWriter:
         header: dict = {"__metadata__": {"format": "pt"}}
         offset = 0
         for name, shape, dtype, nbytes in self._plan[i]:
-            header[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            header[name] = {"dtype": _st_code(dtype), "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
             offset += nbytes
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)
@@ -104,6 +108,8 @@ class ShardedWriter:
             self._open(i)
         flat = tensor.detach().contiguous().reshape(-1)
         if flat.numel():
+            import torch
+
             self._file.write(flat.view(torch.uint8).numpy().data)
         self._pos += 1
 

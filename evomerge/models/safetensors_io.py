@@ -14,9 +14,7 @@ import mmap
 import struct
 import warnings
 from pathlib import Path
-from typing import Iterator, Optional
-
-import torch
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from evomerge.errors import EvomergeError
 from evomerge.models.paths import resolve_model
@@ -25,11 +23,22 @@ log = logging.getLogger(__name__)
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 _MAX_HEADER = 100 * 2**20
-DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
+#: safetensors dtype code -> (torch dtype name, bytes per element); headers are checked without torch, which
+#: is imported only when a tensor is read (``evomerge check`` reads headers alone)
+DTYPE_CODES = {
+    "F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
+    "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1), "U8": ("uint8", 1),
+    "BOOL": ("bool", 1),
 }
+if TYPE_CHECKING:
+    import torch
+
+
+def torch_dtype(code: str) -> "torch.dtype":
+    """The torch dtype of a safetensors dtype code (imports torch)."""
+    import torch
+
+    return getattr(torch, DTYPE_CODES[code][0])
 
 
 def read_header(path: Path) -> tuple[dict[str, dict], int]:
@@ -57,7 +66,7 @@ def read_header(path: Path) -> tuple[dict[str, dict], int]:
     spans = []
     for name, info in meta.items():
         try:
-            dtype = DTYPES[info["dtype"]]
+            itemsize = DTYPE_CODES[info["dtype"]][1]
             shape = [int(d) for d in info["shape"]]
             lo, hi = (int(x) for x in info["data_offsets"])
         except (KeyError, TypeError, ValueError):
@@ -65,7 +74,7 @@ def read_header(path: Path) -> tuple[dict[str, dict], int]:
         numel = 1
         for d in shape:
             numel *= d
-        if hi - lo != numel * dtype.itemsize or lo < 0:
+        if hi - lo != numel * itemsize or lo < 0:
             raise EvomergeError(f"broken safetensors file {path}: tensor {name} has {hi - lo} bytes for "
                                 f"shape {shape} {info['dtype']}")
         spans.append((lo, hi))
@@ -90,8 +99,10 @@ class MappedFile:
         self._map: Optional[mmap.mmap] = None
 
     def tensor(self, name: str) -> torch.Tensor:
+        import torch
+
         info = self.meta[name]
-        dtype = DTYPES[info["dtype"]]
+        dtype = torch_dtype(info["dtype"])
         shape = tuple(info["shape"])
         lo, hi = info["data_offsets"]
         if hi == lo:
@@ -150,7 +161,11 @@ class LazyCheckpoint:
         return tuple(self._info(name)["shape"])
 
     def dtype(self, name: str) -> torch.dtype:
-        return DTYPES[self._info(name)["dtype"]]
+        return torch_dtype(self._info(name)["dtype"])
+
+    def dtype_name(self, name: str) -> str:
+        """The stored dtype as torch names it (``"bfloat16"``), read from the header without torch."""
+        return DTYPE_CODES[self._info(name)["dtype"]][0]
 
     def nbytes(self, name: str) -> int:
         lo, hi = self._info(name)["data_offsets"]

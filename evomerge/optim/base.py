@@ -11,8 +11,13 @@ Writing a plugin::
         class Options(BaseModel): ...          # typed options, extra keys refused
         def _ask(self, n): ...                 # -> list of (point, handle)
         def _tell(self, handles, losses): ...  # losses: list[list[float]], minimised
-        def _get_state(self): ...              # picklable
+        def _get_state(self): ...              # plain data (plain_state = True) or picklable
         def _set_state(self, state): ...
+
+Checkpoints are data (:mod:`evomerge.run.checkpoint`): a plugin that sets ``plain_state = True`` returns JSON
+types and numpy arrays from ``_get_state`` and its ask handles are plain data too, so its checkpoint holds no
+pickle. Otherwise the state (with the pending handles, in one piece so they keep their identity with the
+optimizer's internals) is pickled, and read back through the allow-list of :mod:`evomerge.safe_pickle`.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ class Optimizer(ABC):
     #: True when ``tell`` may come one point at a time, in any order, while other points are still out
     #: (steady-state scheduling); False when the optimizer must see whole generations.
     partial_tell: ClassVar[bool] = False
+    #: True when ``_get_state`` gives plain data (JSON types, numpy arrays) and ask handles are plain data
+    plain_state: ClassVar[bool] = False
 
     def __init__(self, space: SearchSpace, directions: Sequence[Direction], seed: int = 0, population: int = 8,
                  budget: Optional[int] = None, options: Optional[dict[str, Any]] = None):
@@ -100,8 +107,12 @@ class Optimizer(ABC):
         self.n_told += len(handles)
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the same random stream, as bytes (pickled in one piece so that
-        pending handles keep their identity with the optimizer's internals)."""
+        """Everything needed to continue the same random stream: plain data where the plugin allows
+        (``plain_state``), else bytes (pickled in one piece so that pending handles keep their identity with the
+        optimizer's internals)."""
+        if self.plain_state:
+            return {"state": self._get_state(), "pending": [[k, h] for k, h in self._pending],
+                    "n_told": self.n_told}
         try:
             blob = pickle.dumps((self._get_state(), self._pending))
         except Exception as exc:
@@ -109,10 +120,16 @@ class Optimizer(ABC):
         return {"blob": blob, "n_told": self.n_told}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from evomerge.safe_pickle import safe_loads
+        if "blob" not in state:
+            if not self.plain_state:
+                raise EvomergeError(f"{type(self).__name__} optimizer state has no pickled blob")
+            self._set_state(state["state"])
+            self._pending = [(str(k), h) for k, h in state["pending"]]
+        else:  # a pickle: this plugin's format, or a plain-state plugin's checkpoint of an earlier version
+            from evomerge.safe_pickle import safe_loads
 
-        impl, self._pending = safe_loads(state["blob"], f"{type(self).__name__} optimizer state")
-        self._set_state(impl)
+            impl, self._pending = safe_loads(state["blob"], f"{type(self).__name__} optimizer state")
+            self._set_state(impl)
         self.n_told = int(state["n_told"])
 
     @property

@@ -5,11 +5,18 @@ pickled as a detached copy): here it gets its own ``RandomState``, pickled toget
 other draw pycma makes from the global RNG runs with this optimizer's saved global state swapped in (and the
 caller's restored after), so the stream survives a checkpoint and neither disturbs nor is disturbed by
 anything else in the process.
+
+Start-up: importing pycma costs 1-2 s (it imports scipy.stats and matplotlib), so a config check avoids it.
+Option names are checked against a list cached per pycma version (``$EVOMERGE_HOME/cache``), and the strategy
+is built on first use, or at once when the config passes pycma options of its own (pycma checks their values
+only when it builds the strategy, and a bad one must fail the preflight).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import warnings
 from typing import Any
 
@@ -19,6 +26,34 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from evomerge.errors import ConfigError
 from evomerge.optim.base import Optimizer
 from evomerge.optim.registry import OPTIMIZERS
+
+log = logging.getLogger(__name__)
+
+
+def cma_option_names() -> list[str]:
+    """pycma's option names, from a list cached per pycma version (made on first use by importing pycma)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from evomerge.fsutil import atomic_write
+    from evomerge.resources import home
+
+    try:
+        path = home() / "cache" / f"cma-options-{version('cma')}.json"
+        names = json.loads(path.read_text())
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            return names
+    except (OSError, ValueError, PackageNotFoundError):
+        pass
+    import cma
+
+    names = sorted(cma.CMAOptions())
+    try:
+        path = home() / "cache" / f"cma-options-{cma.__version__}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(names))
+    except OSError as exc:  # a read-only home: no cache, the next check imports pycma again
+        log.debug("cannot cache pycma's option names: %s", exc)
+    return names
 
 
 class CMAOptions(BaseModel):
@@ -33,9 +68,7 @@ class CMAOptions(BaseModel):
         values as Python expressions, and ignores keys it does not know."""
         import difflib
 
-        import cma
-
-        known = sorted(cma.CMAOptions())
+        known = cma_option_names() if v else []
         for key, value in v.items():
             if key not in known:
                 close = difflib.get_close_matches(key, known, n=1)
@@ -67,9 +100,21 @@ class CMAES(Optimizer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self._rs = np.random.RandomState(self.seed)
+        self._es_built = None  # pycma's strategy, built on first use (importing pycma takes 1-2 s)
+        self._np_state = None
+        if self.options.cma_options:  # pycma checks these values only when building: fail now, in preflight
+            self._build()
+
+    @property
+    def _es(self):
+        if self._es_built is None:
+            self._build()
+        return self._es_built
+
+    def _build(self) -> None:
         import cma
 
-        self._rs = np.random.RandomState(self.seed)
         opts = {"bounds": [0.0, 1.0], "popsize": self.population, "randn": self._rs.randn, "verbose": -9}
         opts.update(self.options.cma_options)
         x0 = self.space.to_unit(self.space.default_point())
@@ -79,7 +124,7 @@ class CMAES(Optimizer):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 try:
-                    self._es = cma.CMAEvolutionStrategy(x0, self.options.sigma0, opts)
+                    self._es_built = cma.CMAEvolutionStrategy(x0, self.options.sigma0, opts)
                 except Exception as exc:  # pycma checks values late, with its own exceptions
                     raise ConfigError(f"pycma refused the options: {type(exc).__name__}: "
                                       f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
@@ -89,6 +134,7 @@ class CMAES(Optimizer):
 
     @contextlib.contextmanager
     def _own_rng(self):
+        self._es  # built first: building sets the saved global state
         outer = np.random.get_state()
         np.random.set_state(self._np_state)
         try:
@@ -112,5 +158,5 @@ class CMAES(Optimizer):
         return {"es": self._es, "np_state": self._np_state}  # es holds self._rs through opts["randn"]
 
     def _set_state(self, state):
-        self._es = state["es"]
+        self._es_built = state["es"]
         self._np_state = state["np_state"]

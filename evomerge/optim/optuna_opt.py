@@ -1,8 +1,9 @@
 """optuna samplers (TPE, CMA-ES via ``cmaes``, NSGA-II, random) through the ask/tell interface.
 
-The study lives in optuna's in-memory storage and is pickled whole (trials, sampler and its RNG) into the
-run's checkpoint, so a resumed study is exactly the one that was checkpointed: no trial is half-recorded in
-an external database that the checkpoint does not know about. Conditional parameters are suggested
+The study lives in optuna's in-memory storage; the run's checkpoint holds it as plain data (trials, study
+attributes and the sampler's generator states, :mod:`evomerge.optim.optuna_state`; no pickle), replayed into a
+fresh study on resume, so a resumed study asks exactly what the checkpointed one would have: no trial is
+half-recorded in an external database that the checkpoint does not know about. Conditional parameters are suggested
 define-by-run, only when active.
 """
 
@@ -46,6 +47,7 @@ class Optuna(Optimizer):
     Options = OptunaOptions
     multi_objective = True
     partial_tell = True
+    plain_state = True  # trials + generator states (optuna_state); handles are trial numbers
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -54,8 +56,10 @@ class Optuna(Optimizer):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         if self.options.sampler == "cmaes" and len(self.directions) > 1:
             raise ConfigError("optuna's cmaes sampler is single-objective; use nsga2 or tpe for several objectives")
-        sampler = _make_sampler(self.options.sampler, self.seed, self.population, dict(self.options.sampler_options))
-        self._study = optuna.create_study(directions=["minimize"] * len(self.directions), sampler=sampler)
+        self._study = optuna.create_study(directions=["minimize"] * len(self.directions), sampler=self._sampler())
+
+    def _sampler(self):
+        return _make_sampler(self.options.sampler, self.seed, self.population, dict(self.options.sampler_options))
 
     def _suggest(self, trial) -> dict[str, Any]:
         point: dict[str, Any] = {}
@@ -90,10 +94,19 @@ class Optuna(Optimizer):
                 self._study.tell(number, loss if len(loss) > 1 else loss[0])
 
     def _get_state(self):
-        return self._study
+        from evomerge.optim.optuna_state import study_state
+
+        return study_state(self._study)
 
     def _set_state(self, state):
-        self._study = state
+        if not isinstance(state, dict):  # a pickled Study (checkpoints of earlier versions, read via the allow-list)
+            self._study = state
+            return
+        from evomerge.optim.optuna_state import restore_study
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._study = restore_study(state, self._sampler(), len(self.directions))
 
     @property
     def study(self):

@@ -12,6 +12,7 @@ from evomerge.optim.registry import OPTIMIZERS
 class RandomSearch(Optimizer):
     multi_objective = True
     partial_tell = True
+    plain_state = True  # the generator's state: a JSON dict (128-bit integers included)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -180,7 +180,7 @@ def validate_run(cfg: RunConfig):
         executor_cls.validate_options(cfg.executor.options)
     if getattr(worker_cls, "needs_models", True):
         from evomerge.models import resolve_model
-        from evomerge.zoo.build import unbuilt_zoo
+        from evomerge.zoo.settings import unbuilt_zoo
 
         for ref in ([cfg.base] if cfg.base else []) + cfg.models:
             if not ref.startswith("zoo://") or unbuilt_zoo(ref) is None:  # the run builds a zoo, not validation

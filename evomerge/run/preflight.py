@@ -6,7 +6,8 @@ failure with one ``EvomergeError`` line:
 1. the config itself (space, optimizer and its options, objectives, executor options: ``validate_run``);
 2. the run directory: a folder we may create, and not one that holds a different run;
 3. the executor's resources: a Ray ``address`` reachable within a short timeout, GPUs asked vs visible;
-4. the fitness tasks: include-path folders exist, every task (and test task) is in lm-eval's task index;
+4. the fitness tasks: include-path folders exist, every task (and test task) is in them (read without lm-eval)
+   or else in lm-eval's task index;
 5. every model folder: ``config.json`` parses, safetensors headers parse, architectures / names / shapes agree;
 6. the memory plan (``evomerge.plan.plan_job``): a job whose worker cannot fit on this node is refused.
 
@@ -148,21 +149,22 @@ def check_executor(cfg: RunConfig) -> str:
 # ---- fitness tasks ------------------------------------------------------------------------------------------
 
 def check_tasks(fitness: dict[str, Any]) -> str:
-    """Include paths resolve to folders and every task / test task is in lm-eval's task index."""
-    from evomerge.fitness.fitness import _include_paths
+    """Include paths resolve to folders and every task / test task is defined in them or in lm-eval's index."""
+    from evomerge.fitness.task_index import include_paths, local_task_names
 
-    paths = _include_paths(fitness.get("include_path") or [])
+    paths = include_paths(fitness.get("include_path") or [])
     for p in paths:
         if not Path(p).is_dir():
             raise EvomergeError(f"fitness include_path {p} is not a folder")
     wanted = list(dict.fromkeys(list(fitness.get("tasks") or []) + list(fitness.get("test_tasks") or [])))
-    from lm_eval.tasks import TaskManager
-
-    known: set[str] = set()
-    if paths:  # the local folders alone first: the default index takes seconds
-        known = set(TaskManager(include_path=paths, include_defaults=False).all_tasks)
+    # the local folders first, read without lm-eval (importing it takes a second, its default index seconds)
+    known: set[str] = local_task_names(paths) if paths else set()
+    where = "the include path"
     if not set(wanted) <= known:
+        from lm_eval.tasks import TaskManager
+
         known = set(TaskManager(include_path=paths or None).all_tasks)
+        where = "lm-eval's index"
     unknown = [t for t in wanted if t not in known]
     if unknown:
         import difflib
@@ -171,13 +173,13 @@ def check_tasks(fitness: dict[str, Any]) -> str:
         raise EvomergeError(f"unknown lm-eval task(s): {', '.join(unknown)}"
                             + (f" (did you mean: {', '.join(hints)}?)" if hints else "")
                             + ("" if paths else " (local task folders go in fitness.include_path)"))
-    return f"tasks: {len(wanted)} found in lm-eval's index"
+    return f"tasks: {len(wanted)} found in {where}"
 
 
 # ---- models -------------------------------------------------------------------------------------------------
 
 def _unbuilt_zoo(ref: str) -> Optional[str]:
-    from evomerge.zoo.build import unbuilt_zoo
+    from evomerge.zoo.settings import unbuilt_zoo
 
     return unbuilt_zoo(ref)
 

@@ -115,7 +115,7 @@ def read_num_layers(ref: str) -> int:
     from evomerge.models import resolve_model
 
     if ref.startswith("zoo://"):  # a zoo not built yet: its planned depth (validation must not build it)
-        from evomerge.zoo.build import VARIANTS, unbuilt_zoo
+        from evomerge.zoo.settings import VARIANTS, unbuilt_zoo
 
         if (variant := unbuilt_zoo(ref)) is not None:
             return VARIANTS[variant].model.num_layers

@@ -6,16 +6,20 @@ built deterministically from a seed and cached by settings hash.
 
 from evomerge.zoo.skills import SKILLS, Skill, get_skill
 
-_BUILD = ("VARIANTS", "ZooSettings", "build_zoo", "ensure_zoo", "read_manifest", "zoo_path")
+_SETTINGS = ("VARIANTS", "ZooSettings", "ensure_zoo", "read_manifest", "zoo_path")
 
 
 def __getattr__(name: str):
-    """The build API on first use: it imports torch and transformers, which ``evomerge zoo --help`` and the
-    CLI's quick errors should not wait for."""
-    if name in _BUILD:
+    """The zoo API on first use; ``build_zoo`` imports torch and transformers, which ``evomerge zoo --help``, the
+    CLI's quick errors and a check of a built zoo should not wait for."""
+    if name in _SETTINGS:
+        from evomerge.zoo import settings
+
+        return getattr(settings, name)
+    if name == "build_zoo":
         from evomerge.zoo import build
 
-        return getattr(build, name)
+        return build.build_zoo
     raise AttributeError(f"module 'evomerge.zoo' has no attribute {name!r}")
 
 __all__ = ["SKILLS", "Skill", "VARIANTS", "ZooSettings", "build_zoo", "ensure_zoo", "get_skill", "read_manifest",

@@ -70,7 +70,7 @@ def report_cmd(zoo_dir: Path | None, variant: str, seed: int, split: str, limit:
             raise EvomergeError(f"{zoo_dir} is not a built zoo (no readable zoo.json); "
                                 f"run `evomerge zoo build {zoo_dir}`") from None
     _quiet_hf()
-    from evomerge.zoo.build import ensure_zoo
+    from evomerge.zoo.settings import ensure_zoo
     from evomerge.zoo.report import acceptance, render_table, zoo_report
 
     if zoo_dir is None:

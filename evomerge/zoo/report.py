@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from evomerge.errors import EvomergeError
 from evomerge.recipe import MergeRecipe, ModelSource
-from evomerge.zoo.build import read_manifest
+from evomerge.zoo.settings import read_manifest
 from evomerge.zoo.data import load_split
 from evomerge.zoo.decode import exact_match
 

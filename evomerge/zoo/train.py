@@ -7,40 +7,13 @@ import random
 from typing import Callable, Iterator, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from evomerge.zoo.settings import ModelSettings, TrainSettings  # noqa: F401 (re-exported)
 from evomerge.zoo.skills import Skill
 from evomerge.zoo.tokenizer import EOS, PAD, BOS, vocab
 
 STOP = "\n"
-
-
-class ModelSettings(BaseModel):
-    """Llama dimensions of the zoo models."""
-
-    model_config = ConfigDict(extra="forbid")
-    hidden_size: int = Field(128, ge=8)
-    num_layers: int = Field(4, ge=1)
-    num_heads: int = Field(4, ge=1)
-    intermediate_size: int = Field(512, ge=8)
-    max_position_embeddings: int = Field(128, ge=32)
-
-
-class TrainSettings(BaseModel):
-    """One training phase: AdamW with linear warm-up and cosine decay over ``steps`` batches."""
-
-    model_config = ConfigDict(extra="forbid")
-    steps: int = Field(ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(gt=0)
-    warmup: int = Field(0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    # share of each batch drawn at the hard level (the rest at the easy level)
-    hard_fraction: float = Field(0.0, ge=0, le=1)
-    # expert fine-tuning only: share of each batch replayed from every skill at the easy level (rehearsal keeps
-    # the expert's other skills, so its task vector changes its own skill and little else)
-    replay: float = Field(0.0, ge=0, le=1)
 
 
 def make_model(settings: ModelSettings, seed: int) -> LlamaForCausalLM:

@@ -21,7 +21,6 @@ import numpy as np
 
 from evomerge.errors import EvomergeError
 from evomerge.fitness.estimators.base import ESTIMATORS, Answers, Estimator
-from evomerge.fitness.irt.ability import fit_latent
 
 
 def round_sizes(total: int, first: int, rounds: int) -> list[int]:
@@ -64,6 +63,8 @@ class AdaptiveIRTEstimator(Estimator):
         return np.concatenate(cols), np.concatenate(ys)
 
     def _theta(self, cols: np.ndarray, y: np.ndarray) -> np.ndarray:
+        from evomerge.fitness.irt.ability import fit_latent  # scipy: not at import time
+
         return fit_latent(y, self.bank.a[cols], self.bank.b[cols], self.mean, self.cov,
                           method=self.params.get("ability", "map"))
 

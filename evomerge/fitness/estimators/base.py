@@ -10,15 +10,16 @@ are then only the first round (``first_round`` of the ``items_per_task`` budget)
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Mapping, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional
 
 import numpy as np
 
 from evomerge.errors import EvomergeError
-from evomerge.fitness.anchors import Anchors
-from evomerge.fitness.irt.ability import fit_latent
-from evomerge.fitness.irt.bank import ItemBank
 from evomerge.registry import Registry
+
+if TYPE_CHECKING:  # the registry and first_round (a config check) need neither scipy nor the IRT code
+    from evomerge.fitness.anchors import Anchors
+    from evomerge.fitness.irt.bank import ItemBank
 
 Answers = Mapping[str, Mapping[int, float]]
 
@@ -85,6 +86,8 @@ class IRTEstimator(Estimator):
     def ability(self, y: np.ndarray) -> np.ndarray:
         a, b = self._design()
         mean, cov = self.bank.prior()
+        from evomerge.fitness.irt.ability import fit_latent
+
         return fit_latent(y, a, b, mean, cov, method=self.params.get("ability", "map"))
 
     def estimate(self, answers: Answers) -> dict[str, float]:

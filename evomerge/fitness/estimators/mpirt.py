@@ -11,7 +11,6 @@ import numpy as np
 
 from evomerge.errors import EvomergeError
 from evomerge.fitness.estimators.base import ESTIMATORS, IRTEstimator
-from evomerge.fitness.irt.ability import fit_latent
 
 
 @ESTIMATORS.register("mpirt")
@@ -29,6 +28,8 @@ class MPIRTEstimator(IRTEstimator):
         a, b = self._design()
         k = self._T.shape[1]
         s = float(self.params.get("prior_w", 1.0))
+        from evomerge.fitness.irt.ability import fit_latent  # scipy: not at import time
+
         w = fit_latent(y, a, b, np.full(k, 1.0 / k), s * s * np.eye(k), transform=self._T,
                        method=self.params.get("ability", "map"))
         return self._T @ w

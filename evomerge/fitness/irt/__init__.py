@@ -1,7 +1,18 @@
-"""IRT for cheap fitness: multidimensional 2PL fit, item bank, abilities with a prior."""
+"""IRT for cheap fitness: multidimensional 2PL fit, item bank, abilities with a prior.
 
-from evomerge.fitness.irt.ability import fit_latent
-from evomerge.fitness.irt.bank import ItemBank, fit_item_bank, response_matrix
-from evomerge.fitness.irt.fit import IRTFit, fit_mirt_2pl, predict_proba
+The names load on first use (PEP 562): scipy takes about half a second to import.
+"""
 
-__all__ = ["IRTFit", "ItemBank", "fit_item_bank", "fit_latent", "fit_mirt_2pl", "predict_proba", "response_matrix"]
+import importlib
+
+_WHERE = {"fit_latent": "ability", "ItemBank": "bank", "fit_item_bank": "bank", "response_matrix": "bank",
+          "IRTFit": "fit", "fit_mirt_2pl": "fit", "predict_proba": "fit"}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_WHERE)

@@ -4,10 +4,17 @@ it is listed among the models.
 Wortsman et al., "Model soups", https://arxiv.org/abs/2203.05482
 """
 
-import torch
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from evomerge.errors import EvomergeError
-from evomerge.merge.registry import MergeMethod, ParamSpec, TensorInputs, TensorParams, merge_method
+from evomerge.merge.registry import MergeMethod, ParamSpec, TensorParams, merge_method
+
+if TYPE_CHECKING:
+    import torch
+
+    from evomerge.merge.engine import TensorInputs
 
 
 @merge_method("linear")
@@ -22,6 +29,8 @@ class Linear(MergeMethod):
     paper = "https://arxiv.org/abs/2203.05482"
 
     def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
+        import torch  # here, not at the top: the registry lists methods without torch
+
         weights = p.per_model["weight"]
         total = sum(weights)
         if p.shared["normalize"] and abs(total) < 1e-8:

@@ -7,11 +7,18 @@
 Shoemake, "Animating rotation with quaternion curves" (1985); https://en.wikipedia.org/wiki/Slerp
 """
 
+from __future__ import annotations
+
 import math
 
-import torch
+from typing import TYPE_CHECKING
 
-from evomerge.merge.registry import MergeMethod, ParamSpec, TensorInputs, TensorParams, merge_method
+from evomerge.merge.registry import MergeMethod, ParamSpec, TensorParams, merge_method
+
+if TYPE_CHECKING:
+    import torch
+
+    from evomerge.merge.engine import TensorInputs
 
 DOT_THRESHOLD = 0.9995
 EPS = 1e-8
@@ -28,6 +35,8 @@ class Slerp(MergeMethod):
     paper = "https://en.wikipedia.org/wiki/Slerp"
 
     def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
+        import torch  # here, not at the top: the registry lists methods without torch
+
         ca, cb = x.stat("slerp", lambda: _coefficients(x, float(p.shared["t"])))
         torch.mul(x.base, ca, out=out)
         out.add_(x.sources[0], alpha=cb)
@@ -35,6 +44,8 @@ class Slerp(MergeMethod):
 
 def _coefficients(x: TensorInputs, t: float) -> tuple[float, float]:
     """(weight of the base, weight of the other model) from the whole tensor's norms and dot product."""
+    import torch  # here, not at the top: the registry lists methods without torch
+
     aa = bb = ab = 0.0
     for chunk in x.chunks():
         a = chunk.base.reshape(-1)

@@ -1,0 +1,149 @@
+"""The zoo's settings and its cache (variants, settings hash, manifest, ``zoo_path`` / ``unbuilt_zoo`` /
+``ensure_zoo``), without torch or transformers: the training code (:mod:`evomerge.zoo.build`) is imported only
+when a zoo has to be built."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from evomerge.errors import EvomergeError
+from evomerge.fsutil import file_lock
+from evomerge.resources import home
+from evomerge.zoo.skills import SKILLS, get_skill
+
+class ModelSettings(BaseModel):
+    """Llama dimensions of the zoo models."""
+
+    model_config = ConfigDict(extra="forbid")
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(512, ge=8)
+    max_position_embeddings: int = Field(128, ge=32)
+
+
+class TrainSettings(BaseModel):
+    """One training phase: AdamW with linear warm-up and cosine decay over ``steps`` batches."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(gt=0)
+    warmup: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    # share of each batch drawn at the hard level (the rest at the easy level)
+    hard_fraction: float = Field(0.0, ge=0, le=1)
+    # expert fine-tuning only: share of each batch replayed from every skill at the easy level (rehearsal keeps
+    # the expert's other skills, so its task vector changes its own skill and little else)
+    replay: float = Field(0.0, ge=0, le=1)
+
+
+MANIFEST = "zoo.json"
+FORMAT_VERSION = 2  # bump when a code change alters what a build with the same settings produces
+DEFAULT_SKILLS = ("add", "reverse", "sort")
+
+
+class ZooSettings(BaseModel):
+    """Everything that determines a zoo build (with the seed)."""
+
+    model_config = ConfigDict(extra="forbid")
+    skills: list[str] = Field(default_factory=lambda: list(DEFAULT_SKILLS), min_length=1)
+    model: ModelSettings
+    base: TrainSettings
+    expert: TrainSettings
+
+    @field_validator("skills")
+    @classmethod
+    def _known_skills(cls, names: list[str]) -> list[str]:
+        for n in names:
+            SKILLS.get(n)  # raises EvomergeError for unknown names
+        if len(set(names)) != len(names):
+            raise ValueError("skills must be unique")
+        return names
+
+
+VARIANTS: dict[str, ZooSettings] = {
+    "ci": ZooSettings(
+        model=ModelSettings(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64),
+        base=TrainSettings(steps=40, batch_size=32, lr=3e-3, warmup=5),
+        expert=TrainSettings(steps=10, batch_size=32, lr=1e-3, hard_fraction=1.0),
+    ),
+    "full": ZooSettings(
+        model=ModelSettings(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512),
+        # the base sees every skill, almost only at the easy level; experts fine-tune briefly, with a small LR,
+        # on the hard level of their own skill with a replay of easy items of every skill, so they stay in the
+        # base's basin and their task vectors add up (without replay the reverse and sort experts each learn
+        # to answer every string prompt their way, and every merge of them collapses)
+        base=TrainSettings(steps=600, batch_size=64, lr=2e-3, warmup=50, hard_fraction=0.05),
+        expert=TrainSettings(steps=150, batch_size=64, lr=5e-4, warmup=10, hard_fraction=1.0, replay=0.25),
+    ),
+}
+
+
+def variant_settings(variant: str, skills: list[str] | None = None) -> ZooSettings:
+    """The settings of a named variant, optionally restricted to other skills."""
+    if variant not in VARIANTS:
+        raise EvomergeError(f"unknown zoo variant {variant!r} (known: {', '.join(VARIANTS)})")
+    settings = VARIANTS[variant]
+    if skills is not None:
+        for name in skills:
+            SKILLS.get(name)
+        settings = settings.model_copy(update={"skills": list(skills)})
+    return settings
+
+
+def settings_hash(settings: ZooSettings, seed: int) -> str:
+    """Short hash of the settings, the skills' own settings, the seed and the format version."""
+    payload = {
+        "settings": settings.model_dump(mode="json"),
+        "skills": [get_skill(s).settings() for s in settings.skills],
+        "seed": seed,
+        "format": FORMAT_VERSION,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def read_manifest(zoo_dir: str | Path) -> dict | None:
+    """The manifest of a complete zoo folder, or None."""
+    path = Path(zoo_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def zoo_path(variant: str, seed: int = 0, cache_dir: str | Path | None = None) -> Path:
+    """Where ``ensure_zoo`` keeps a variant: ``home()/zoo/<variant>-<hash>`` (or under ``cache_dir``)."""
+    root = Path(cache_dir) if cache_dir is not None else home()
+    return root / "zoo" / f"{variant}-{settings_hash(variant_settings(variant), seed)}"
+
+
+def unbuilt_zoo(ref: str) -> str | None:
+    """The variant of a ``zoo://VARIANT/NAME`` reference whose cached zoo is not built yet (else None), so
+    that validation can say so instead of building it (the run builds it first)."""
+    if not isinstance(ref, str) or not ref.startswith("zoo://"):
+        return None
+    variant = ref[len("zoo://"):].partition("/")[0]
+    if variant not in VARIANTS:
+        return None  # resolve_model says what is wrong
+    path = zoo_path(variant)
+    m = read_manifest(path)
+    return None if m is not None and m.get("hash") == path.name.rsplit("-", 1)[1] else variant
+
+
+def ensure_zoo(variant: str = "ci", seed: int = 0, progress: bool = False,
+               cache_dir: str | Path | None = None) -> Path:
+    """The folder of a built zoo variant in evomerge's cache, building it on first use."""
+    path = zoo_path(variant, seed, cache_dir)
+    if (m := read_manifest(path)) is not None and m.get("hash") == path.name.rsplit("-", 1)[1]:
+        return path
+    with file_lock(path.parent / f".{path.name}.lock"):  # concurrent test sessions / workers build it once
+        from evomerge.zoo.build import build_zoo  # torch + transformers: only to build
+
+        return build_zoo(path, variant=variant, seed=seed, progress=progress)
