@@ -25,11 +25,12 @@ import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
-
-import torch
+from typing import TYPE_CHECKING, Optional
 
 from evomerge.errors import EvomergeError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 RULES = ("base", "union")
