@@ -2,16 +2,22 @@
 
 Public API: ``LMEvalEvaluator``, ``ItemResults``, ``ESTIMATORS`` / ``Estimator``, ``ItemBank``,
 ``select_anchors`` / ``Anchors``, ``FitnessConfig``, ``Fitness`` (see fitness.py for the call sequence).
+Names are imported on first use, so light submodules (``irt.bank``, ``online.config``; ``evomerge bank show``)
+load without lm-eval or torch.
 """
 
-from evomerge.fitness.anchors import ANCHOR_METHODS, Anchors, select_anchors
-from evomerge.fitness.cache import EndpointCache
-from evomerge.fitness.config import FitnessConfig
-from evomerge.fitness.estimators import ESTIMATORS, Estimator
-from evomerge.fitness.evaluator import LMEvalEvaluator
-from evomerge.fitness.fitness import Fitness
-from evomerge.fitness.irt import ItemBank, fit_item_bank
-from evomerge.fitness.results import ItemResults
+import importlib
 
-__all__ = ["ANCHOR_METHODS", "Anchors", "ESTIMATORS", "EndpointCache", "Estimator", "Fitness", "FitnessConfig",
-           "ItemBank", "ItemResults", "LMEvalEvaluator", "fit_item_bank", "select_anchors"]
+_EXPORTS = {
+    "ANCHOR_METHODS": "anchors", "Anchors": "anchors", "select_anchors": "anchors", "EndpointCache": "cache",
+    "FitnessConfig": "config", "ESTIMATORS": "estimators", "Estimator": "estimators",
+    "LMEvalEvaluator": "evaluator", "Fitness": "fitness", "ItemBank": "irt", "fit_item_bank": "irt",
+    "ItemResults": "results",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"evomerge.fitness.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'evomerge.fitness' has no attribute {name!r}")
