@@ -110,16 +110,17 @@ def test_sigkill_then_resume_gives_the_uninterrupted_ledger_with_the_online_bank
     args, killed = ["run", str(cfg_path), "--run-dir", str(run_dir)], 0
     for target in (2, 6, 9):
         proc = _spawn(args)
-        deadline = time.time() + 90
+        deadline = time.time() + 240  # start-up is slow on a loaded machine
         while _lines(run_dir / "ledger.jsonl") < target and proc.poll() is None and time.time() < deadline:
             time.sleep(0.002)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed += 1
         proc.wait()
-        args = ["resume", str(run_dir)]
+        if (run_dir / "config.yaml").exists():
+            args = ["resume", str(run_dir)]
     proc = _spawn(args)
-    _, err = proc.communicate(timeout=180)
+    _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err.decode()
     assert killed >= 2
     assert stable(run_dir) == reference
