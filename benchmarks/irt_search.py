@@ -1,118 +1,152 @@
-"""The same search with full-split fitness and with IRT-reduced fitness, at an equal candidate budget.
+"""The demo search with full-split fitness and with reduced fitness, at an equal candidate budget, over seeds.
 
-    python benchmarks/irt_search.py [--evaluations 64] [--only KIND,...] [--seeds 0,1,2] [--runs-dir runs/irt_search]
-                                    [--bank DIR]
+    python benchmarks/irt_search.py [--evaluations 64] [--only ROW,...] [--seeds 0,1,2] [--quick]
+                                    [--runs-dir runs/irt_search] [--bank DIR]
 
-Each row is the README demo search (TIES per 2-layer group, CMA-ES, seed 0, full zoo) with one fitness:
-``full`` (all 1000 search items per skill), ``gpirt`` (20 k-means/IRT anchors per skill, item bank fitted on the
-base, the parents and 16 random merges), ``subset_mean`` (100 random items per skill, the demo's choice) and
-``adaptive`` (20 items per skill asked in 4 adaptive rounds; bank: base, parents, 15 random merges and 15
-random points of the search space).
-Printed: items evaluated per candidate and in all (item-bank fitting included; a reused bank is counted too,
-and shown apart), search wall time, the best candidate's search-split score and its **test**-split mean (500
-unseen items per skill). Runs are kept in ``--runs-dir``, so a second call only prints (``--only`` runs one row,
-e.g. one per core in parallel).
+Rows (the README demo search: TIES per 2-layer group, CMA-ES, full zoo):
+
+- ``full``: every search item (1000 per skill);
+- ``subset_mean``: 100 random items per skill (the demo's choice);
+- ``adaptive_bank``: adaptive IRT, 20 items per skill in 4 rounds, bank built up front (base, parents, 15
+  random merges, 15 random points of the space, all on the full split: counted);
+- ``online``: adaptive IRT on the online bank (base + parents on a 100-item pool per skill, refitted every
+  generation from every candidate's answers), 20 items per skill, the whole pool for a candidate whose
+  estimate beats the best so far;
+- ``online_race``: the same with racing: 8 items per skill, 20 while estimate + se reaches the 3rd best so
+  far, then the pool.
+
+Columns: items evaluated in all INCLUDING every bank evaluation (seed rows, up-front bank), search wall time,
+the best candidate's TEST mean (500 unseen items per skill), per seed and mean +- std over seeds.
+Each (row, seed) is cached in ``--runs-dir/ROW-seedS/result.json``: rows run separately (one per core) and a
+killed benchmark resumes (a run dir without result.json is resumed by ``run_search``). ``--quick``: 24
+candidates, runs in ``--runs-dir``-quick.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
-from evomerge.fitness import ItemBank
-from evomerge.run import load_run_config, run_config_from_dict, run_search
-from evomerge.run.export import evaluate_on_test
-from evomerge.run.report import RunReport
-
 FITNESS = {
     "full": {"estimator": "full"},
-    "gpirt": {"estimator": "gpirt", "anchors": "kmeans_irt", "items_per_task": 20, "population": 16},
     "subset_mean": {"estimator": "subset_mean", "anchors": "random", "items_per_task": 100, "population": 0},
-    "adaptive": {"estimator": "adaptive", "anchors": "kmeans_correct", "items_per_task": 20, "population": 30,
-                 "irt_dim": 5},
+    "adaptive_bank": {"estimator": "adaptive", "anchors": "kmeans_correct", "items_per_task": 20,
+                      "population": 30, "irt_dim": 5, "bank": "build"},
+    "online": {"estimator": "adaptive", "bank": "online", "online": {"pool_per_task": 100},
+               "fidelity": {"levels": [20], "top_k": 1, "z": 0.0}},
+    "online_race": {"estimator": "adaptive", "bank": "online", "online": {"pool_per_task": 100},
+                    "fidelity": {"levels": [8, 20], "top_k": 3, "z": 1.0}},
 }
 FULL_ITEMS = 1000  # search-split items per skill
 
 
 def config(kind: str, evaluations: int, bank: str | None = None, seed: int = 0):
+    from evomerge.run import load_run_config, run_config_from_dict
+
     data = load_run_config("zoo_demo").model_dump(mode="json")
     data["name"] = f"irt_search_{kind}"
     data["seed"] = seed
-    data["fitness"] = {k: v for k, v in data["fitness"].items()
-                       if k not in ("estimator", "anchors", "items_per_task", "population")} | FITNESS[kind]
+    drop = ("estimator", "anchors", "items_per_task", "population", "bank", "online", "fidelity")
+    data["fitness"] = {k: v for k, v in data["fitness"].items() if k not in drop} | FITNESS[kind]
     data["budget"] = {"evaluations": evaluations}
-    if bank and FITNESS[kind].get("population"):
+    if bank and kind == "adaptive_bank":
         data["fitness"]["bank"] = bank
     return run_config_from_dict(data)
 
 
-def run_row(kind: str, evaluations: int, runs_dir: Path, bank: str | None, seed: int = 0) -> dict:
-    if bank is None and seed != 0 and (runs_dir / kind / "item_bank" / "bank.json").exists():
-        bank = str(runs_dir / kind / "item_bank")  # later seeds reuse the bank the seed-0 run built
-    cfg = config(kind, evaluations, bank if bank and Path(bank, "bank.json").exists() else None, seed)
-    run_dir = runs_dir / (kind if seed == 0 else f"{kind}-seed{seed}")
-    timing = run_dir / "wall_s.json"
-    if not timing.exists():
-        t0 = time.perf_counter()
-        run_search(cfg, run_dir)
-        timing.write_text(json.dumps({"search_wall_s": time.perf_counter() - t0}))
+def bank_items(cfg, run_dir: Path) -> tuple[int, int]:
+    """(models, items) the fitness evaluated for its item bank in this run (0 for a reused bank)."""
+    import numpy as np
+
+    f = cfg.fitness
+    seed = run_dir / "item_bank" / "online_seed.json"
+    if f.get("bank") == "online":
+        rows = json.loads(seed.read_text())["rows"]
+        return len(rows), sum(len(v) for row in rows.values() for v in row.values())
+    if f.get("bank") == "build" and (run_dir / "item_bank" / "bank.npz").exists():
+        resp = np.load(run_dir / "item_bank" / "bank.npz")["responses"]
+        return resp.shape[0], int((~np.isnan(resp)).sum())
+    return 0, 0
+
+
+def run_row(kind: str, evaluations: int, runs_dir: Path, bank: str | None, seed: int) -> dict:
+    from evomerge.run import run_search
+    from evomerge.run.export import evaluate_on_test
+    from evomerge.run.report import RunReport
+
+    run_dir = runs_dir / f"{kind}-seed{seed}"
+    result = run_dir / "result.json"
+    if result.exists():
+        return json.loads(result.read_text())
+    cfg = config(kind, evaluations, bank, seed)
+    t0 = time.perf_counter()
+    run_search(cfg, run_dir)
+    wall = time.perf_counter() - t0
     report = RunReport.load(run_dir)
     best = report.best()
     test = evaluate_on_test(report, [best])[best["eval_id"]]
-    n_tasks = len(cfg.fitness["tasks"])
     per_cand = [sum(len(v) for v in r["item_results"].values()) for r in report.ok()]
-    bank_dir = cfg.fitness.get("bank") or (run_dir / "item_bank")
-    bank_models = len(ItemBank.load(bank_dir).models) if Path(bank_dir, "bank.json").exists() else 0
-    bank_items = bank_models * FULL_ITEMS * n_tasks
-    total = sum(per_cand) + bank_items
-    return {"fitness": kind, "seed": seed, "bank_reused": bool(cfg.fitness.get("bank")),
-            "candidates": len(report.records),
-            "items_per_candidate": sum(per_cand) / len(per_cand), "items_total": total, "bank_models": bank_models,
-            "bank_items": bank_items, "wall_s": json.loads(timing.read_text())["search_wall_s"],
-            "best_search": best["metrics"]["mean"], "best_test": test["mean"], "best_id": best["eval_id"]}
+    n_bank_models, n_bank = bank_items(cfg, run_dir)
+    row = {"fitness": kind, "seed": seed, "candidates": len(report.records), "items_search": sum(per_cand),
+           "bank_models": n_bank_models, "bank_items": n_bank, "items_total": sum(per_cand) + n_bank,
+           "wall_s": wall, "best_search": best["metrics"]["mean"], "best_test": test["mean"],
+           "best_id": best["eval_id"], "best_fidelity": best.get("fidelity")}
+    result.write_text(json.dumps(row, indent=1))
+    return row
+
+
+def _ms(xs: list[float], fmt: str) -> str:
+    return (fmt.format(xs[0]) if len(xs) == 1 else
+            f"{fmt.format(statistics.mean(xs))} +- {fmt.format(statistics.stdev(xs))}")
+
+
+def table(rows: list[dict], evaluations: int) -> str:
+    full_items = evaluations * 3 * FULL_ITEMS
+    out = [f"same search, {evaluations} candidates (items in all include every bank evaluation; "
+           f"full split = {full_items:,})", "",
+           "| fitness | seeds | items in all | fewer than full | search wall s | best search mean | best TEST mean |"
+           " per seed TEST |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for kind in dict.fromkeys(r["fitness"] for r in rows):
+        rs = [r for r in rows if r["fitness"] == kind]
+        items = [r["items_total"] for r in rs]
+        out.append(f"| {kind} | {','.join(str(r['seed']) for r in rs)} | {_ms(items, '{:,.0f}')} | "
+                   f"{full_items / statistics.mean(items):.1f}x | {_ms([r['wall_s'] for r in rs], '{:.0f}')} | "
+                   f"{_ms([100 * r['best_search'] for r in rs], '{:.1f}')} | "
+                   f"{_ms([100 * r['best_test'] for r in rs], '{:.1f}')} | "
+                   f"{' / '.join('{:.1f}'.format(100 * r['best_test']) for r in rs)} |")
+    return "\n".join(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--evaluations", type=int, default=64)
+    ap.add_argument("--evaluations", type=int, default=None)
     ap.add_argument("--runs-dir", default="runs/irt_search")
-    ap.add_argument("--only", help=f"comma-separated rows to run (default all: {', '.join(FITNESS)})")
+    ap.add_argument("--only", help=f"comma-separated rows (default all: {', '.join(FITNESS)})")
     ap.add_argument("--seeds", default="0", help="comma-separated run seeds (the optimizer's trajectory varies)")
-    ap.add_argument("--bank", help="an item bank for the IRT rows (e.g. benchmarks/irt_error.py --save-bank); "
-                                   "default: the seed-0 run builds one, later seeds reuse it")
+    ap.add_argument("--quick", action="store_true", help="24 candidates (runs kept apart from full-size ones)")
+    ap.add_argument("--bank", help="an up-front item bank for the adaptive_bank row (else it builds one)")
+    ap.add_argument("--print-only", action="store_true", help="print the cached rows, run nothing")
     args = ap.parse_args()
-    runs = Path(args.runs_dir)
+    evaluations = args.evaluations or (24 if args.quick else 64)
+    runs = Path(args.runs_dir + ("-quick" if args.quick else ""))
     kinds = args.only.split(",") if args.only else list(FITNESS)
     unknown = [k for k in kinds if k not in FITNESS]
     if unknown:
         raise SystemExit(f"unknown row(s) {', '.join(unknown)} (known: {', '.join(FITNESS)})")
     seeds = [int(x) for x in args.seeds.split(",")]
-    rows = [run_row(k, args.evaluations, runs, args.bank, s) for k in kinds for s in seeds]
-    full = next((r for r in rows if r["fitness"] == "full" and r["seed"] == 0), None)
-    t = Table(title=f"same search, {args.evaluations} candidates: full-split vs IRT-reduced fitness")
-    for c in ("fitness", "seed", "items/candidate", "bank models", "items in all (bank incl.)", "compute vs full",
-              "search items (bank reused)", "vs full", "search wall s", "best search mean", "best TEST mean"):
-        t.add_column(c, justify="right")
-    for r in rows:
-        search_items = r["items_total"] - r["bank_items"]
-        ratio = f"{full['items_total'] / r['items_total']:.1f}x less" if full and r is not full else "-"
-        ratio_reused = f"{full['items_total'] / search_items:.1f}x less" if full and r is not full else "-"
-        t.add_row(r["fitness"], str(r["seed"]), f"{r['items_per_candidate']:.0f}",
-                  f"{r['bank_models']}{' (reused)' if r['bank_reused'] else ''}", f"{r['items_total']:,}", ratio,
-                  f"{search_items:,}", ratio_reused, f"{r['wall_s']:.0f}", f"{100 * r['best_search']:.1f}",
-                  f"{100 * r['best_test']:.1f}")
-    con = Console(width=200)
-    con.print(t)
-    if len(seeds) > 1:
-        for k in kinds:
-            tests = [100 * r["best_test"] for r in rows if r["fitness"] == k]
-            con.print(f"{k}: best TEST mean over seeds {', '.join(f'{x:.1f}' for x in tests)} -> mean "
-                      f"{sum(tests) / len(tests):.1f}")
+    rows = []
+    for k in kinds:
+        for s in seeds:
+            cached = runs / f"{k}-seed{s}" / "result.json"
+            if cached.exists():
+                rows.append(json.loads(cached.read_text()))
+            elif not args.print_only:
+                rows.append(run_row(k, evaluations, runs, args.bank, s))
+    print(table(rows, evaluations))
+    runs.mkdir(parents=True, exist_ok=True)
     (runs / "summary.json").write_text(json.dumps(rows, indent=1))
 
 

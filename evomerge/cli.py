@@ -24,6 +24,7 @@ from evomerge.errors import EvomergeError
 
 # verb -> (module that registers it on ``cli``, one-line help shown by ``evomerge --help``)
 VERBS: dict[str, tuple[str, str]] = {
+    "bank": ("evomerge.fitness.bank_cli", "Item banks as files: show one, merge two."),
     "check": ("evomerge.run.cli", "Preflight a job config: every check that needs no compute."),
     "demo": ("evomerge.run.cli", "Build the tiny zoo if missing, search a merge recipe, compare on TEST."),
     "export": ("evomerge.run.cli", "Re-evaluate the chosen candidates on the TEST split and write them out."),

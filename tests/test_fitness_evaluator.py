@@ -150,7 +150,7 @@ def test_bank_population_mixes_space_samples_and_is_built_once_by_concurrent_wor
     flow = build_space({"preset": "dataflow_splice"}, models=zoo)
     assert space_samples(flow, 3) == []  # data-flow candidates are not merges: random merges only
 
-    cfg = FitnessConfig(tasks=["zoo_add", "zoo_sort"], include_path=["zoo"], population=4, irt_dim=2,
+    cfg = FitnessConfig(tasks=["zoo_add", "zoo_sort"], include_path=["zoo"], population=4, irt_dim=2, bank="build",
                         cache_endpoints=False)
     fits = []
     for _ in range(3):

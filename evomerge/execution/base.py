@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 EXECUTORS: Registry = Registry("executor", entry_point_group="evomerge.executors",
                                modules=["evomerge.execution.local", "evomerge.execution.ray_executor"])
 WORKERS: Registry = Registry("fitness kind", entry_point_group="evomerge.workers",
-                             modules=["evomerge.execution.synthetic", "evomerge.execution.lm_eval_worker"])
+                             modules=["evomerge.execution.synthetic", "evomerge.execution.synthetic_irt",
+                                     "evomerge.execution.lm_eval_worker"])
 
 
 @dataclass
@@ -43,6 +44,7 @@ class CandidateResult:
     timings: dict[str, float] = field(default_factory=dict)
     status: Literal["ok", "failed"] = "ok"
     reason: str = ""
+    fidelity: dict[str, Any] = field(default_factory=dict)  # online bank: items, std error, racing level
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,7 +92,10 @@ class Worker(ABC):
 
     @abstractmethod
     def evaluate(self, recipe, split: str = "search") -> CandidateResult:
-        """Evaluate one recipe on the ``search`` or ``test`` split; may raise (the caller records failures)."""
+        """Evaluate one recipe on the ``search`` or ``test`` split; may raise (the caller records failures).
+
+        Workers that support the online item bank also take ``request=`` (a ``FitnessRequest``: which items,
+        or the bank and racing threshold); executors pass it only when a task carries one."""
 
 
 def build_worker(spec: WorkerSpec) -> Worker:
@@ -98,11 +103,12 @@ def build_worker(spec: WorkerSpec) -> Worker:
     return WORKERS.get(kind).from_spec(spec)
 
 
-def safe_evaluate(worker: Worker, recipe, split: str = "search") -> CandidateResult:
+def safe_evaluate(worker: Worker, recipe, split: str = "search", request: Any = None) -> CandidateResult:
     """``worker.evaluate`` with every exception and non-finite metric turned into a failed result."""
     t0 = time.perf_counter()
     try:
-        res = worker.evaluate(recipe, split=split)
+        res = (worker.evaluate(recipe, split=split) if request is None
+               else worker.evaluate(recipe, split=split, request=request))
     except Exception as exc:  # a bad candidate must not stop the run
         log.warning("candidate failed: %s: %s", type(exc).__name__, exc)
         return CandidateResult.failed(f"{type(exc).__name__}: {exc}", {"total_s": time.perf_counter() - t0})
@@ -122,7 +128,8 @@ class Executor(ABC):
 
     @abstractmethod
     def map(self, tasks: Sequence[tuple[Hashable, Any]], split: str = "search") -> Iterator[tuple[Hashable, CandidateResult]]:
-        """Evaluate ``(key, recipe)`` pairs; yield ``(key, result)`` as each completes."""
+        """Evaluate ``(key, recipe)`` pairs (or ``(key, recipe, request)``: see ``safe_evaluate``); yield
+        ``(key, result)`` as each completes."""
 
     def close(self) -> None:
         """Release workers (processes, actors)."""

@@ -69,7 +69,7 @@ class LMEvalWorker(Worker):
     def metrics(cls, fitness_cfg) -> list[str]:
         return list(fitness_cfg.metrics) + ["mean", "num_layers", "params_m"]
 
-    def evaluate(self, recipe, split: str = "search") -> CandidateResult:
+    def evaluate(self, recipe, split: str = "search", request=None) -> CandidateResult:
         import torch
 
         from evomerge.recipe_dataflow import DataFlowRecipe
@@ -86,14 +86,15 @@ class LMEvalWorker(Worker):
                     return CandidateResult.failed("merged weights contain NaN/inf",
                                                   {"merge_s": time.perf_counter() - t0})
         t1 = time.perf_counter()
-        objectives, raw = self.fitness.score(model, self.tokenizer, split=split)
+        objectives, raw = self.fitness.score(model, self.tokenizer, split=split, request=request)
         t2 = time.perf_counter()
         objectives = {k: float(v) for k, v in objectives.items()}
         objectives["mean"] = float(np.mean(list(objectives.values())))
         objectives.update(num_layers=float(layers), params_m=params / 1e6)
         items = {t: {str(i): float(s) for i, s in v.items()} for t, v in raw.scores.items()}
         return CandidateResult(objectives=objectives, item_results=items,
-                               timings={"merge_s": t1 - t0, "eval_s": t2 - t1})
+                               timings={"merge_s": t1 - t0, "eval_s": t2 - t1},
+                               fidelity=dict(self.fitness.last_fidelity) if request is not None else {})
 
     def _path_model(self, recipe):
         from evomerge.dataflow import SourceModels, build_path_model, dataflow_size

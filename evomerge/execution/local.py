@@ -18,8 +18,8 @@ class LocalExecutor(Executor):
         return self._worker
 
     def map(self, tasks, split="search"):
-        for key, recipe in tasks:
-            yield key, safe_evaluate(self.worker, recipe, split=split)
+        for key, recipe, *request in tasks:  # (key, recipe[, request])
+            yield key, safe_evaluate(self.worker, recipe, split=split, request=request[0] if request else None)
 
     def close(self):
         self._worker = None

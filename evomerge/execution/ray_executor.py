@@ -55,11 +55,11 @@ class _EvalActor:
     def ready(self) -> tuple[int, str]:
         return os.getpid(), self.build_error
 
-    def evaluate(self, recipe, split: str) -> tuple[CandidateResult, float]:
+    def evaluate(self, recipe, split: str, request: Any = None) -> tuple[CandidateResult, float]:
         from evomerge.execution.base import safe_evaluate
 
         t0 = time.perf_counter()
-        res = safe_evaluate(self.worker, recipe, split=split)
+        res = safe_evaluate(self.worker, recipe, split=split, request=request)
         return res, time.perf_counter() - t0
 
 
@@ -86,6 +86,7 @@ class _Slot:
 class _Task:
     key: Hashable
     recipe: Any
+    request: Any = None  # the online bank's FitnessRequest, if any
     attempts: int = 0
     reasons: list[str] = field(default_factory=list)
 
@@ -201,11 +202,11 @@ class RayExecutor(Executor):
             if exhausted:
                 return None
             try:
-                key, recipe = next(source)
+                key, recipe, *request = next(source)
             except StopIteration:
                 exhausted = True
                 return None
-            return _Task(key, recipe)
+            return _Task(key, recipe, request[0] if request else None)
 
         def capacity(slot: _Slot, end: float) -> float:
             return max(0.0, end - max(t_mono, slot.ready_at)) if slot.ready_at is not None else 0.0
@@ -238,7 +239,7 @@ class RayExecutor(Executor):
                     if task is None:
                         break
                     slot = idle.pop()
-                    ref = slot.actor.evaluate.remote(task.recipe, split)
+                    ref = slot.actor.evaluate.remote(task.recipe, split, task.request)
                     running[ref] = (slot, task, time.monotonic())
                 if not running and (exhausted and not retry):
                     break

@@ -3,7 +3,7 @@
 Public API: ``LMEvalEvaluator``, ``ItemResults``, ``ESTIMATORS`` / ``Estimator``, ``ItemBank``,
 ``select_anchors`` / ``Anchors``, ``FitnessConfig``, ``Fitness`` (see fitness.py for the call sequence).
 The names load on first use (PEP 562): the submodules import torch, lm-eval and scikit-learn, which a config
-check (``evomerge.fitness.config``) must not wait for.
+check (``evomerge.fitness.config``) or ``evomerge bank show`` must not wait for.
 """
 
 import importlib

@@ -6,16 +6,21 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from evomerge.fitness.online.config import FidelityConfig, OnlineBankConfig
+
 
 class FitnessConfig(BaseModel):
     """Which lm-eval tasks, how to run them, and how to estimate accuracy from a few items.
 
     ``include_path``: folders of local task YAMLs, or names of folders shipped under ``fitness/`` (``zoo``).
     ``estimator``: a name in ``ESTIMATORS`` (``full`` evaluates the whole split; the others evaluate
-    ``items_per_task`` anchors chosen by ``anchors``). ``bank``: an existing item bank folder; else one is
-    built from the base, the parents and ``population`` random merges (a ``population_space_share`` of them
-    random points of the run's search space, so the bank has seen merges like the ones it will score) and
-    saved under the run directory.
+    ``items_per_task`` anchors chosen by ``anchors``). ``bank``: ``online`` (the default for ``adaptive``): no
+    up-front bank; the search fits its own from the base, the parents (on ``online.pool_per_task`` items per
+    task) and every candidate's answers, refitted each generation, with multi-fidelity racing
+    (``fidelity``; see ``fitness/online/``). ``build`` (the default for the other IRT estimators): built up
+    front from the base, the parents and ``population`` random merges on the full split (a
+    ``population_space_share`` of them random points of the run's search space) and saved under the run
+    directory. A folder: an existing item bank, used as it is.
     ``device`` / ``dtype``: where and in which precision the worker keeps the live model (``auto``: CUDA when
     the worker sees a GPU).
     """
@@ -37,7 +42,9 @@ class FitnessConfig(BaseModel):
     anchors: str = "kmeans_correct"
     items_per_task: int = Field(20, ge=1)
     irt_dim: int = Field(5, ge=1)
-    bank: Optional[str] = None
+    bank: Optional[str] = None  # None: online for adaptive, build for the other IRT estimators
+    online: OnlineBankConfig = Field(default_factory=OnlineBankConfig)
+    fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
     population: int = Field(30, ge=0)
     population_space_share: float = Field(
         0.5, ge=0, le=1, description="share of the bank population drawn uniformly from the run's search space "
@@ -87,11 +94,19 @@ class FitnessConfig(BaseModel):
 
         if self.test_tasks is not None and len(self.test_tasks) != len(self.tasks):
             raise ValueError("test_tasks must pair one-to-one with tasks")
+        if self.bank == "online" and self.estimator != "adaptive":
+            raise ValueError(f"bank: online works with estimator adaptive, not {self.estimator!r} "
+                             "(use bank: build or a bank folder)")
         try:  # estimator params that decide the item budget fail here, not in a worker
             ESTIMATORS.get(self.estimator).first_round(self.items_per_task, dict(self.estimator_params))
         except (EvomergeError, TypeError, ValueError) as exc:
             raise ValueError(str(exc)) from None
         return self
+
+    @property
+    def online_mode(self) -> bool:
+        """True when the search fits its own item bank online (``bank: online``, or unset with adaptive)."""
+        return self.bank == "online" or (self.bank is None and self.estimator == "adaptive")
 
     @property
     def metrics(self) -> list[str]:

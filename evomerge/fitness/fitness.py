@@ -42,6 +42,7 @@ class Fitness:
         self.anchors: Optional[Anchors] = None
         self.estimator: Optional[Estimator] = None
         self.tuned: dict[str, Any] = {}
+        self.last_fidelity: dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, cfg: FitnessConfig | Mapping[str, Any]) -> "Fitness":
@@ -71,11 +72,14 @@ class Fitness:
 
         ``space``: the run's search space; part of the bank population is drawn from it."""
         est_cls = ESTIMATORS.get(self.cfg.estimator)
+        if self.cfg.online_mode:  # the run loop fits the bank and sends it with each candidate (score(request=))
+            return
         if est_cls.full_split:
             self.estimator = est_cls(None, None, **self.cfg.estimator_params)
             return
-        bank_dir = Path(self.cfg.bank) if self.cfg.bank else (Path(run_dir) / "item_bank" if run_dir else None)
-        if self.cfg.bank and not (bank_dir / "bank.json").exists():
+        kept = self.cfg.bank not in (None, "build")
+        bank_dir = Path(self.cfg.bank) if kept else (Path(run_dir) / "item_bank" if run_dir else None)
+        if kept and not (bank_dir / "bank.json").exists():
             raise EvomergeError(f"no item bank in {self.cfg.bank}")
         if bank_dir is None:
             self.bank = self._build_bank(model, tokenizer, merger, sources, base, progress, space)
@@ -108,8 +112,11 @@ class Fitness:
         return bank_from_results(results, self.evaluator.task_names, endpoints, self.cfg.irt_dim,
                                  self.evaluator.fingerprint, self.cfg.seed)
 
-    def score(self, model, tokenizer, split: str = "search") -> tuple[dict[str, float], ItemResults]:
-        """Objective values (one per search task) and the raw item results they came from."""
+    def score(self, model, tokenizer, split: str = "search", request=None) -> tuple[dict[str, float], ItemResults]:
+        """Objective values (one per search task) and the raw item results they came from.
+
+        ``request``: the online bank's ``FitnessRequest`` (the run loop sends one with each candidate); the
+        answers' fidelity (items, std error, racing level) is then in ``self.last_fidelity``."""
         if split == "test":
             if self.test_evaluator is None:
                 raise EvomergeError("no test_tasks configured for the test split")
@@ -117,6 +124,18 @@ class Fitness:
             return {t: raw.metrics[tt] for t, tt in zip(self.cfg.tasks, self.cfg.test_tasks)}, raw
         if split != "search":
             raise EvomergeError(f"unknown split {split!r} (search or test)")
+        if request is not None:
+            from evomerge.fitness.online.request import answer_request
+
+            vals, answers, self.last_fidelity = answer_request(
+                request, lambda items: self.evaluator.evaluate(model, tokenizer, items).scores,
+                self.evaluator.all_items)
+            if request.bank is None:  # seed rows: the bank records which task settings it was built with
+                self.last_fidelity["fingerprint"] = self.evaluator.fingerprint
+            return vals, ItemResults.from_scores(answers)
+        if self.cfg.online_mode:
+            raise EvomergeError("fitness with bank: online is scored by the run loop (it sends the bank with "
+                                "each candidate); use bank: build or a bank folder to score outside a search")
         if self.estimator is None:
             raise EvomergeError("Fitness.prepare() must run before score()")
         raw = self.evaluator.evaluate(model, tokenizer, self.items)

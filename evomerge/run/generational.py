@@ -75,10 +75,10 @@ def run_generational(ctx: "SearchContext") -> int:
                 slots[i] = replay.pop(i)
                 continue
             try:
-                tasks.append((i, ctx.space.decode(point)))
+                tasks.append(ctx.task(i, ctx.space.decode(point), n_checkpointed))
             except EvomergeError as exc:
                 done[i] = (None, CandidateResult.failed(f"decode: {exc}"))
-        recipes = dict(tasks)
+        recipes = {t[0]: t[1] for t in tasks}
         ctx.emit("generation", gen=gen, size=n, replayed=n - len(tasks))
         _write_ready(ctx, gen, points, slots, done)
         if tasks:

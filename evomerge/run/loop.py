@@ -130,6 +130,7 @@ class SearchContext:
     state: dict[str, Any] = field(default_factory=dict)  # the latest checkpoint's state ({} on a fresh run)
     config_sha: str = ""
     t_start: float = 0.0
+    online: Any = None  # OnlineFitness when the fitness runs the online item bank (run/online.py)
     _executor: Optional[Executor] = None
 
     @property
@@ -162,9 +163,18 @@ class SearchContext:
             "status": res.status, "reason": res.reason, "values": values, "metrics": res.objectives,
             "item_results": res.item_results, "timings": res.timings, "time": time.time(), **extra,
         }
+        if res.fidelity:  # online bank: items answered, std error, racing level (run/online.py)
+            rec["fidelity"] = res.fidelity
         rec = self.ledger.append(rec)
         self.emit("candidate", gen=gen, record=rec, n_evals=len(self.ledger))
         return rec
+
+    def task(self, key, recipe, n_fit: int, n_rank: Optional[int] = None) -> tuple:
+        """An executor task for one candidate: ``(key, recipe)``, plus the online bank's request (fitted on
+        the first ``n_fit`` ledger records, racing against the first ``n_rank``) when the fitness has one."""
+        if self.online is None:
+            return key, recipe
+        return key, recipe, self.online.request(n_fit, n_fit if n_rank is None else n_rank)
 
     def checkpoint(self, gen: int, step: Optional[int] = None, **extra: Any) -> None:
         """Save the optimizer (as it is now, having seen the whole ledger) and schedule-specific state as
@@ -203,10 +213,20 @@ def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[
                             f"{n_records}; the ledger was truncated")
     ctx.t_start = time.monotonic() - ctx.state.get("elapsed_s", 0.0)
     try:
+        _start_online(ctx)
         gen = (run_steady_state if schedule == "steady_state" else run_generational)(ctx)
     finally:
         ctx.close()
     ctx.emit("done", gen=gen, n_evals=len(ctx.ledger))
+
+
+def _start_online(ctx: SearchContext) -> None:
+    from evomerge.run.online import OnlineFitness, online_fitness_config
+
+    fcfg = online_fitness_config(ctx.cfg.fitness)
+    if fcfg is not None:
+        ctx.online = OnlineFitness(ctx, fcfg)
+        ctx.online.prepare()
 
 
 def worker_spec(cfg: RunConfig, space, run_dir: Path) -> WorkerSpec:

@@ -115,7 +115,9 @@ class _SteadyState:
             except EvomergeError as exc:
                 self.record(index, None, CandidateResult.failed(f"decode: {exc}"))
                 continue
-            yield index, self.recipes[index]
+            n = len(self.ctx.ledger)
+            online = self.ctx.online
+            yield self.ctx.task(index, self.recipes[index], online.refit_point(n) if online else n, n)
 
     def run(self) -> int:
         self.replay()

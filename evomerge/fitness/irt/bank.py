@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -116,14 +117,24 @@ class ItemBank:
         folder = Path(folder)
         if not (folder / "bank.json").exists() or not (folder / "bank.npz").exists():
             raise EvomergeError(f"no item bank in {folder} (expected bank.json and bank.npz)")
-        meta = json.loads((folder / "bank.json").read_text())
-        if meta.get("format") != _FORMAT:
-            raise EvomergeError(f"item bank {folder} has format {meta.get('format')}, expected {_FORMAT}")
-        arrays = np.load(folder / "bank.npz")
-        return cls(tasks=meta["tasks"], item_ids={t: [int(i) for i in v] for t, v in meta["item_ids"].items()},
-                   a=arrays["a"], b=arrays["b"], models=meta["models"], responses=arrays["responses"],
-                   theta=arrays["theta"], fingerprint=meta.get("fingerprint", {}),
-                   endpoints=list(meta.get("endpoints", [])), fit_settings=meta.get("fit_settings", {}))
+        try:
+            meta = json.loads((folder / "bank.json").read_text())
+            if meta.get("format") != _FORMAT:
+                raise EvomergeError(f"item bank {folder} has format {meta.get('format')}, expected {_FORMAT}")
+            arrays = np.load(folder / "bank.npz")
+            bank = cls(tasks=meta["tasks"], item_ids={t: [int(i) for i in v] for t, v in meta["item_ids"].items()},
+                       a=arrays["a"], b=arrays["b"], models=meta["models"], responses=arrays["responses"],
+                       theta=arrays["theta"], fingerprint=meta.get("fingerprint", {}),
+                       endpoints=list(meta.get("endpoints", [])), fit_settings=meta.get("fit_settings", {}))
+        except EvomergeError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
+            raise EvomergeError(f"item bank {folder} is unreadable ({type(exc).__name__}: {exc})") from None
+        n = sum(len(v) for v in bank.item_ids.values())
+        if bank.a.shape[0] != n or bank.b.shape != (n,) or bank.responses.shape != (len(bank.models), n):
+            raise EvomergeError(f"item bank {folder} is inconsistent: {n} items, arrays {bank.a.shape} / "
+                                f"{bank.b.shape} / {bank.responses.shape} for {len(bank.models)} models")
+        return bank
 
 
 def response_matrix(population: Mapping[str, Mapping[str, Mapping[int, float]]], tasks: Sequence[str]
