@@ -42,6 +42,9 @@ def one_seed(variant: str, seed: int, limit: int | None, overrides: list[str], c
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    import torch
+
+    torch.set_num_threads(1)  # as the build does: on shared cores, more threads per tiny model only thrash
     import evomerge.zoo.build as build
     from evomerge.zoo.report import zoo_report
 
@@ -91,11 +94,19 @@ def main(argv: list[str] | None = None) -> int:
           f"{'%d' % QUICK_ITEMS if args.quick else 500} test items per skill"
           + (f", overrides {args.overrides}" if args.overrides else ""), flush=True)
     jobs = [(args.variant, s, limit, args.overrides, cache_dir) for s in args.seeds]
+
+    def done(res: dict) -> dict:  # progress: one line per seed as it finishes
+        v = verdict(res["rows"])
+        print(f"seed {res['seed']}: base {v['base']:.1f}, experts "
+              + ", ".join(f"{k} {m:.1f}" for k, m in v["experts"].items())
+              + f", average {v['average']:.1f}: {'pass' if v['passed'] else 'FAIL'} ({res['zoo']})", flush=True)
+        return res
+
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
-            results = list(pool.map(one_seed, *zip(*jobs)))
+            results = [done(r) for r in pool.map(one_seed, *zip(*jobs))]
     else:
-        results = [one_seed(*j) for j in jobs]
+        results = [done(one_seed(*j)) for j in jobs]
     head = ["seed", "base", *(f"expert {s}" for s in skills), "average", "best simple merge", "min gain",
             "pass", "build s"]
     print("| " + " | ".join(head) + " |")

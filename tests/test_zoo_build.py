@@ -135,3 +135,12 @@ def test_cli_build_reports_the_path(ci_zoo):
     assert res.exit_code == 0, res.output
     assert res.output.strip().splitlines()[-1] == str(ci_zoo)
     assert json.loads((ci_zoo / "zoo.json").read_text())["variant"] == "ci"
+
+
+def test_cli_variant_choices_are_the_variants():
+    from evomerge.zoo.build import SECOND_SKILLS, VARIANTS
+    from evomerge.zoo.cli import VARIANT_NAMES
+
+    assert tuple(VARIANTS) == VARIANT_NAMES
+    assert VARIANTS["full2"].skills == list(SECOND_SKILLS)
+    assert VARIANTS["full2"].model_copy(update={"skills": VARIANTS["full"].skills}) == VARIANTS["full"]
