@@ -35,6 +35,14 @@ def full_zoo() -> Path:
     return ensure_zoo("full", cache_dir=_REAL_HOME)
 
 
+@pytest.fixture(scope="session")
+def full2_zoo() -> Path:
+    """Folder of the second full zoo (shift, dup, dmax) from the user's real cache, built there if missing."""
+    from evomerge.zoo import ensure_zoo
+
+    return ensure_zoo("full2", cache_dir=_REAL_HOME)
+
+
 def pytest_unconfigure(config):
     import shutil
 

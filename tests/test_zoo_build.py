@@ -135,3 +135,10 @@ def test_cli_build_reports_the_path(ci_zoo):
     assert res.exit_code == 0, res.output
     assert res.output.strip().splitlines()[-1] == str(ci_zoo)
     assert json.loads((ci_zoo / "zoo.json").read_text())["variant"] == "ci"
+
+
+def test_second_zoo_is_the_full_recipe_over_other_skills():
+    from evomerge.zoo.settings import SECOND_SKILLS, VARIANTS
+
+    assert VARIANTS["full2"].skills == list(SECOND_SKILLS)
+    assert VARIANTS["full2"].model_copy(update={"skills": VARIANTS["full"].skills}) == VARIANTS["full"]

@@ -7,7 +7,7 @@ from evomerge.resources import shipped_dir
 from evomerge.zoo.data import load_split
 from evomerge.zoo.decode import greedy_decode
 
-SKILLS = ["add", "reverse", "sort"]
+SKILLS = ["add", "reverse", "sort", "shift", "dup", "dmax"]
 TASKS = [f"zoo_{s}{suffix}" for s in SKILLS for suffix in ("", "_test", "_mc", "_mc_test")]
 LIMIT = 6
 
@@ -38,7 +38,7 @@ def test_every_task_is_registered(ci_zoo):
     from lm_eval.tasks import TaskManager
 
     tm = TaskManager(include_path=str(shipped_dir("fitness") / "zoo"), include_defaults=False)
-    assert set(TASKS) | {"zoo", "zoo_test"} <= set(tm.all_tasks)
+    assert set(TASKS) | {"zoo", "zoo_test", "zoo2", "zoo2_test"} <= set(tm.all_tasks)
 
 
 def test_every_task_gives_per_item_results(lm_eval_run):
@@ -56,7 +56,7 @@ def test_every_task_gives_per_item_results(lm_eval_run):
 
 def test_lm_eval_generations_match_the_zoo_decoder(lm_eval_run):
     out, model, tok = lm_eval_run
-    for task in ["zoo_add", "zoo_reverse_test", "zoo_sort"]:
+    for task in ["zoo_add", "zoo_reverse_test", "zoo_sort", "zoo_shift", "zoo_dup_test", "zoo_dmax"]:
         samples = out["samples"][task]
         ours = greedy_decode(model, tok, [s["doc"]["prompt"] for s in samples], max_new_tokens=16)
         assert [s["filtered_resps"][0] for s in samples] == ours, task

@@ -1,7 +1,7 @@
 """The tiny model zoo: a char-level Llama base pre-trained on a mixture of skills and one expert per skill,
 built deterministically from a seed and cached by settings hash.
 
-``ensure_zoo("ci"|"full") -> Path`` (cached build), ``build_zoo(out_dir, variant, seed)``, ``SKILLS``.
+``ensure_zoo("ci"|"full"|"full2") -> Path`` (cached build), ``build_zoo(out_dir, variant, seed)``, ``SKILLS``.
 """
 
 from evomerge.zoo.skills import SKILLS, Skill, get_skill

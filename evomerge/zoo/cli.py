@@ -9,6 +9,7 @@ from rich.console import Console
 
 from evomerge.cli import cli
 from evomerge.errors import EvomergeError
+from evomerge.zoo.settings import VARIANTS
 
 
 @cli.group()
@@ -22,13 +23,16 @@ def _quiet_hf() -> None:
     hf_logging.disable_progress_bar()  # our own rich progress/status instead
 
 
+VARIANT_NAMES = tuple(VARIANTS)  # evomerge.zoo.settings holds no torch, so `--help` stays fast
+
+
 def _skills_option(value: str | None) -> list[str] | None:
     return [s.strip() for s in value.split(",") if s.strip()] if value else None
 
 
 @zoo.command("build")
 @click.argument("out_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--variant", type=click.Choice(["ci", "full"]), default="full", show_default=True)
+@click.option("--variant", type=click.Choice(VARIANT_NAMES), default="full", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--skills", default=None, help="Comma-separated skills (default: all of the variant's).")
 @click.option("--force", is_flag=True, help="Replace a zoo built in OUT_DIR with other settings.")
@@ -49,7 +53,7 @@ def build_cmd(out_dir: Path | None, variant: str, seed: int, skills: str | None,
 
 @zoo.command("report")
 @click.argument("zoo_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--variant", type=click.Choice(["ci", "full"]), default="full", show_default=True,
+@click.option("--variant", type=click.Choice(VARIANT_NAMES), default="full", show_default=True,
               help="Which cached zoo to report on when ZOO_DIR is not given (built if missing).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--split", type=click.Choice(["test", "search"]), default="test", show_default=True)

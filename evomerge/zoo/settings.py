@@ -45,6 +45,7 @@ class TrainSettings(BaseModel):
 MANIFEST = "zoo.json"
 FORMAT_VERSION = 2  # bump when a code change alters what a build with the same settings produces
 DEFAULT_SKILLS = ("add", "reverse", "sort")
+SECOND_SKILLS = ("shift", "dup", "dmax")  # the second zoo ("full2"): caesar shift, letter doubling, digit-wise max
 
 
 class ZooSettings(BaseModel):
@@ -82,6 +83,8 @@ VARIANTS: dict[str, ZooSettings] = {
         expert=TrainSettings(steps=150, batch_size=64, lr=5e-4, warmup=10, hard_fraction=1.0, replay=0.25),
     ),
 }
+# the same recipe over the second skill set
+VARIANTS["full2"] = VARIANTS["full"].model_copy(update={"skills": list(SECOND_SKILLS)})
 
 
 def variant_settings(variant: str, skills: list[str] | None = None) -> ZooSettings:

@@ -40,7 +40,7 @@ class Skill(ABC):
 SKILLS: Registry[type[Skill]] = Registry(
     "skill",
     entry_point_group="evomerge.zoo_skills",
-    modules=("evomerge.zoo.skills.add", "evomerge.zoo.skills.reverse", "evomerge.zoo.skills.sort"),
+    modules=tuple(f"evomerge.zoo.skills.{m}" for m in ("add", "reverse", "sort", "shift", "dup", "dmax")),
 )
 
 
