@@ -6,7 +6,7 @@ The names load on first use (PEP 562): the submodules import torch, lm-eval and 
 check (``evomerge.fitness.config``) or ``evomerge bank show`` must not wait for.
 """
 
-import importlib
+from evomerge.lazy import lazy_getattr
 
 _WHERE = {
     "ANCHOR_METHODS": "anchors", "Anchors": "anchors", "select_anchors": "anchors",
@@ -15,11 +15,6 @@ _WHERE = {
     "ItemResults": "results",
 }
 
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, _WHERE)
 
 __all__ = sorted(_WHERE)

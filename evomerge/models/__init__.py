@@ -4,7 +4,7 @@ compatibility checks, and the sharded HF export writer.
 The names load on first use (PEP 562), so that resolving a reference or reading headers imports no torch.
 """
 
-import importlib
+from evomerge.lazy import lazy_getattr
 
 _WHERE = {
     "resolve_model": "paths", "LazyCheckpoint": "safetensors_io", "check_compatible": "compat",
@@ -12,11 +12,6 @@ _WHERE = {
     "parse_size": "export_writer",
 }
 
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, _WHERE)
 
 __all__ = list(_WHERE)

@@ -3,16 +3,11 @@
 The names load on first use (PEP 562): scipy takes about half a second to import.
 """
 
-import importlib
+from evomerge.lazy import lazy_getattr
 
 _WHERE = {"fit_latent": "ability", "ItemBank": "bank", "fit_item_bank": "bank", "response_matrix": "bank",
           "IRTFit": "fit", "fit_mirt_2pl": "fit", "predict_proba": "fit"}
 
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, _WHERE)
 
 __all__ = sorted(_WHERE)
