@@ -76,7 +76,7 @@ def test_steady_state_search_on_ray_tells_every_result_once(ray_session, ci_zoo,
     assert sorted(r["index"] for r in recs) == list(range(10)) and all(r["status"] == "ok" for r in recs)
     assert all(r["n_asked"] <= r["eval_id"] + 2 for r in recs)  # 2 workers: never more than 2 points out
     state = load_latest_checkpoint(run_dir / "checkpoints")[1]
-    study, pending = pickle.loads(state["optimizer"]["blob"])
+    study, pending = pickle.loads(state["optimizer"]["blob"])[:2]  # (state, pending, warm-start queue)
     assert pending == [] and state["schedule"] == "steady_state"
     assert sorted(t.values[0] for t in study.trials) == sorted(-r["values"][0] for r in recs)
 

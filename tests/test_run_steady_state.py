@@ -66,7 +66,7 @@ def records(run_dir):
 
 def saved_optimizer(run_dir):
     _, state = load_latest_checkpoint(Path(run_dir) / "checkpoints")
-    impl, pending = pickle.loads(state["optimizer"]["blob"])
+    impl, pending = pickle.loads(state["optimizer"]["blob"])[:2]  # (state, pending, warm-start queue)
     return state, impl, pending
 
 

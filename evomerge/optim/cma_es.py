@@ -5,6 +5,10 @@ pickled as a detached copy): here it gets its own ``RandomState``, pickled toget
 other draw pycma makes from the global RNG runs with this optimizer's saved global state swapped in (and the
 caller's restored after), so the stream survives a checkpoint and neither disturbs nor is disturbed by
 anything else in the process.
+
+Warm-start points go in through ``es.inject(..., force=True)`` (as genotypes: the inverse of pycma's bound
+transform), at most one generation's worth per ask, since pycma hands out every injected solution in the next
+``ask`` whatever its ``number``; they are then ordinary members of that generation for the update.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class CMAES(Optimizer):
         super().__init__(*args, **kwargs)
         import cma
 
+        self._injected: list = []
         self._rs = np.random.RandomState(self.seed)
         opts = {"bounds": [0.0, 1.0], "popsize": self.population, "randn": self._rs.randn, "verbose": -9}
         opts.update(self.options.cma_options)
@@ -99,8 +104,17 @@ class CMAES(Optimizer):
             self._np_state = np.random.get_state()
             np.random.set_state(outer)
 
+    def _inject(self, points):
+        self._injected = [self.space.to_unit(p) for p in points]
+
     def _ask(self, n):
+        injected, self._injected = self._injected, []
+        if injected and n == 1:  # pycma injects only into asks of several points: tell it as an outside point
+            return [(self.space.from_unit(injected[0]), np.asarray(injected[0]))]
         with self._own_rng():
+            if injected:
+                inverse = getattr(self._es.boundary_handler, "inverse", None)
+                self._es.inject([inverse(x) if inverse else x for x in injected], force=True)
             xs = self._es.ask(number=n)
         return [(self.space.from_unit(x), np.asarray(x)) for x in xs]
 
