@@ -49,6 +49,8 @@ def test_named_entries_and_bad_entries(tmp_path):
     cfg = run_config_from_dict(config(space=LAMBDA, optimizer={"name": "cma", "warm_start": ws}))
     assert [label for label, _ in warm_start_points(cfg, sp)] == [
         "warm_start:default", "warm_start:mine", "warm_start:theirs"]
+    again = run_config_from_dict(yaml.safe_load(cfg.to_yaml()))  # YAML round trip
+    assert again == cfg and again.optimizer.warm_start[2].recipe == recipe
     bad = dict(recipe, method="task_arithmetic")
     cfg = run_config_from_dict(config(space=LAMBDA, optimizer={"name": "cma", "warm_start": [{"recipe": bad}]}))
     with pytest.raises(ConfigError, match="cannot be expressed"):
