@@ -74,21 +74,35 @@ def summary(rows: list[dict]) -> dict:
     return s
 
 
+def markdown(job: str, rows: list[dict], s: dict) -> str:
+    """The table as markdown (the README's form)."""
+    out = [f"| {job} seed | winner (test) | winner from | best parent | best simple merge | winner - simple | "
+           "candidates | items | wall s |", "|---:|---:|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r['seed']} | {r['winner']:.1f} | {r['winner_id']} ({r['winner_origin']}) | "
+                   f"{r['best_parent'][0]:.1f} ({r['best_parent'][1]}) | {r['best_simple'][0]:.1f} ({r['best_simple'][1]}) | "
+                   f"{r['winner'] - r['best_simple'][0]:+.1f} | {r['candidates']} | {r['items']} | {r['wall_s']:.0f} |")
+    fmt = (lambda k: f"{s[k]['mean']:.1f} +- {s[k]['std']:.1f} (min {s[k]['min']:.1f})")
+    out.append(f"| all | {fmt('winner')} | | {fmt('best_parent')} | {fmt('best_simple')} | "
+               f"{s['margin']['mean']:+.1f} (min {s['margin']['min']:+.1f}) | | | |")
+    return "\n".join(out)
+
+
 def print_job(console: Console, job: str, rows: list[dict], s: dict) -> None:
     t = Table(title=f"search quality: {job} (test-split mean exact match %, {len(rows)} optimizer seeds)")
-    for col in ("seed", "winner (test)", "winner from", "best parent", "best simple merge", "winner - simple",
-                "candidates", "items", "wall s"):
-        t.add_column(col, justify="left" if col in ("winner from", "best parent", "best simple merge") else "right")
+    for col in ("seed", "winner", "from", "best parent", "best simple", "win-simple", "cands", "items", "wall s"):
+        t.add_column(col, justify="left" if col in ("from", "best parent", "best simple") else "right")
     for r in rows:
         t.add_row(str(r["seed"]), f"{r['winner']:.1f}", f"{r['winner_id']} ({r['winner_origin']})",
                   f"{r['best_parent'][0]:.1f} ({r['best_parent'][1]})", f"{r['best_simple'][0]:.1f} ({r['best_simple'][1]})",
                   f"{r['winner'] - r['best_simple'][0]:+.1f}", str(r["candidates"]), str(r["items"]), f"{r['wall_s']:.0f}")
-    fmt = (lambda k: f"{s[k]['mean']:.1f} +- {s[k]['std']:.1f} (min {s[k]['min']:.1f})")
+    fmt = (lambda k: f"{s[k]['mean']:.1f}+-{s[k]['std']:.1f} min {s[k]['min']:.1f}")
     t.add_row("all", fmt("winner"), "", fmt("best_parent"), fmt("best_simple"),
-              f"{s['margin']['mean']:+.1f} (min {s['margin']['min']:+.1f})", "", "", "")
+              f"{s['margin']['mean']:+.1f} min {s['margin']['min']:+.1f}", "", "", "")
     console.print(t)
     for name, ok in s["targets"].items():
         console.print(f"  target {name}: {'yes' if ok else 'NO'}")
+    console.print(markdown(job, rows, s), soft_wrap=True)
 
 
 def main() -> None:
@@ -101,7 +115,7 @@ def main() -> None:
     args = ap.parse_args()
     seeds = [int(s) for s in (args.seeds or ("0,1" if args.quick else "0,1,2,3,4")).split(",")]
     evaluations = args.evaluations or (24 if args.quick else None)
-    console = Console()
+    console = Console(width=200)
     for job in args.job or ["zoo_demo"]:
         name = load_run_config(job).name + (f"-e{evaluations}" if evaluations else "")
         root = args.runs_dir / name
