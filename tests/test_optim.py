@@ -173,3 +173,39 @@ def test_tell_checks_points_and_values():
         opt.tell([{"x0": 9.0, "x1": 9.0}], [[1.0]])
     with pytest.raises(EvomergeError, match="non-finite"):
         opt.tell(pts[:1], [[float("nan")]])
+
+
+WARM = [{"kind": "b", "x": 0.0, "y": 1.0, "k": 5, "flag": True}, {"kind": "a", "x": 1.0, "k": 1, "flag": False},
+        {"kind": "b", "x": 0.123456789, "y": 0.001, "k": 2, "flag": False}, {"kind": "a", "x": 0.3, "k": 3, "flag": True},
+        {"kind": "a", "x": 0.7, "k": 4, "flag": False}]
+
+
+@pytest.mark.parametrize("name, opts", CASES)
+def test_enqueued_points_are_asked_first_exactly_and_survive_a_checkpoint(name, opts):
+    def fresh(seed=1):
+        return make_optimizer(name, mixed_space(), ["maximize"], seed=seed, population=4, budget=40, options=opts)
+
+    f = lambda p: [p["x"] + p.get("y", 0.0) + 0.1 * p["k"]]  # noqa: E731
+    opt = fresh()
+    assert opt.supports_enqueue
+    opt.enqueue(WARM, [f"w{i}" for i in range(5)])
+    first = opt.ask(4)
+    assert first == WARM[:4] and [opt.origin(p) for p in first] == ["w0", "w1", "w2", "w3"]
+    opt.tell(first, [f(p) for p in first])
+    assert opt.origin(first[0]) is None and opt.n_queued == 1
+    state = pickle.loads(pickle.dumps(opt.state_dict()))
+    second = opt.ask(4)
+    assert second[0] == WARM[4] and opt.origin(second[0]) == "w4" and opt.origin(second[1]) is None
+    other = fresh(seed=99)
+    other.load_state_dict(state)
+    assert other.ask(4) == second  # the queue is part of the checkpoint
+    opt.tell(second, [f(p) for p in second])
+    run_gens(opt, lambda p: -f(p)[0], 3, pop=4)  # and the optimizer goes on as usual
+
+
+def test_enqueue_checks_points_against_the_space():
+    opt = make_optimizer("random", mixed_space(), ["maximize"])
+    with pytest.raises(ConfigError, match="outside its domain"):
+        opt.enqueue([{"kind": "a", "x": 2.0, "k": 1, "flag": True}])
+    with pytest.raises(ConfigError, match="inactive"):
+        opt.enqueue([{"kind": "a", "x": 0.5, "y": 0.1, "k": 1, "flag": True}])

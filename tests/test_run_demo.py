@@ -15,6 +15,7 @@ def test_demo_config_and_baselines_are_valid():
     assert all(m.startswith("zoo://ci/") for m in cfg.models) and cfg.base == "zoo://ci/base"
     fams = baseline_recipes(cfg)
     assert len(fams["parent"]) == 3 and len(fams["task_arithmetic"]) == len(fams["ties"]) == 6
+    assert len(fams["average"]) == 1
     for fam in fams.values():
         for r in fam.values():
             validate_recipe(r)
@@ -27,6 +28,6 @@ def test_demo_on_ci_zoo_runs_end_to_end(ci_zoo, tmp_path):
     assert len(recs) == demo_config("ci").budget.evaluations
     assert all(set(r["item_results"]) == {"zoo_add", "zoo_reverse", "zoo_sort"} for r in recs if r["status"] == "ok")
     saved = json.loads((tmp_path / "demo" / "demo.json").read_text())
-    assert saved["rows"][-1]["model"].startswith("winner") and len(saved["rows"]) == 6
+    assert saved["rows"][-1]["model"].startswith("winner") and len(saved["rows"]) == 7
     assert set(saved["margin_vs"]) == {r["model"] for r in saved["rows"][:-1]}
     assert res["beats_all"] == all(m > 0 for m in res["margin_vs"].values())

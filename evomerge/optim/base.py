@@ -13,11 +13,20 @@ Writing a plugin::
         def _tell(self, handles, losses): ...  # losses: list[list[float]], minimised
         def _get_state(self): ...              # plain data (plain_state = True) or picklable
         def _set_state(self, state): ...
+        def _inject(self, points): ...         # optional: the next _ask must start with these points
 
 Checkpoints are data (:mod:`evomerge.run.checkpoint`): a plugin that sets ``plain_state = True`` returns JSON
 types and numpy arrays from ``_get_state`` and its ask handles are plain data too, so its checkpoint holds no
 pickle. Otherwise the state (with the pending handles, in one piece so they keep their identity with the
 optimizer's internals) is pickled, and read back through the allow-list of :mod:`evomerge.safe_pickle`.
+
+Warm start. ``enqueue(points, origins)`` queues points to be asked first, in order (the space's default point,
+simple merges, an earlier stage's winner). The base keeps the queue (checkpointed with the state) and, right
+before each ``_ask(n)``, hands the plugin the first ``min(n, queued)`` of them through ``_inject``, in the
+plugin's own way (pycma ``inject``, optuna ``enqueue_trial``, nevergrad ``suggest``), so the plugin knows
+them as its own proposals and learns from their values. The base checks that ``_ask`` really returned them
+(within float round-off of the unit-cube codec; anywhere in the batch) and hands the caller the exact
+queued points, first and in order.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import pickle
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal, Optional, Sequence
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from evomerge.errors import ConfigError, EvomergeError
@@ -43,6 +53,10 @@ class NoOptions(BaseModel):
 
 def _key(point: Point) -> str:
     return json.dumps(point, sort_keys=True)
+
+
+#: how far (unit-cube coordinates) a plugin may return an injected point from the queued one: codec round-off
+INJECT_TOLERANCE = 1e-6
 
 
 class Optimizer(ABC):
@@ -75,15 +89,59 @@ class Optimizer(ABC):
         self.population = int(population)
         self.budget = budget
         self._pending: list[tuple[str, Any]] = []
+        self._queue: list[tuple[Point, str]] = []  # enqueued, not asked yet: (point, origin)
+        self._origins: dict[str, str] = {}  # asked from the queue, not told yet: point key -> origin
         self.n_told = 0
 
     # ---- public API ----------------------------------------------------------------------------------------
 
+    @property
+    def supports_enqueue(self) -> bool:
+        """Whether this plugin takes warm-start points (implements ``_inject``)."""
+        return type(self)._inject is not Optimizer._inject
+
+    def enqueue(self, points: Sequence[Point], origins: Optional[Sequence[str]] = None) -> None:
+        """Points to ask before any proposal of the optimizer's own, in this order (warm start); each is
+        checked against the space. ``origins`` labels them (``origin(point)`` says it back until it is told)."""
+        if not self.supports_enqueue:
+            raise ConfigError(f"optimizer {type(self).__name__} cannot take warm-start points")
+        origins = list(origins) if origins is not None else ["enqueued"] * len(points)
+        if len(origins) != len(points):
+            raise EvomergeError(f"enqueue got {len(points)} points but {len(origins)} origins")
+        self._queue.extend((self.space.validate_point(dict(p)), str(o)) for p, o in zip(points, origins))
+
+    @property
+    def n_queued(self) -> int:
+        return len(self._queue)
+
+    def origin(self, point: Point) -> Optional[str]:
+        """The origin label of an asked, not yet told point that came from ``enqueue`` (else None)."""
+        return self._origins.get(_key(point))
+
     def ask(self, n: int) -> list[Point]:
-        """``n`` new points to evaluate (each must come back through ``tell``)."""
-        pairs = self._ask(int(n))
+        """``n`` new points to evaluate (each must come back through ``tell``); enqueued points first."""
+        n = int(n)
+        served = self._queue[:n]
+        if served:
+            self._inject([p for p, _ in served])
+        rest = self._ask(n)
+        pairs = []
+        for exact, origin in served:  # the plugin may place them anywhere in its batch: they go first, in order
+            j = next((j for j, (got, _) in enumerate(rest) if self._same(got, exact)), None)
+            if j is None:
+                raise EvomergeError(f"optimizer {type(self).__name__} did not ask the enqueued point {_key(exact)}")
+            pairs.append((exact, rest.pop(j)[1]))
+            self._origins[_key(exact)] = origin
+        pairs += rest
+        del self._queue[:len(served)]
         self._pending.extend((_key(p), h) for p, h in pairs)
         return [p for p, _ in pairs]
+
+    def _same(self, a: Point, b: Point) -> bool:
+        if set(a) != set(b):
+            return False
+        ua, ub = self.space.to_unit(a), self.space.to_unit(b)
+        return bool(np.all(np.abs(ua - ub) <= INJECT_TOLERANCE))
 
     def tell(self, points: Sequence[Point], values: Sequence[Sequence[float] | float]) -> None:
         """Objective values (natural orientation, one list per point) for points from ``ask``."""
@@ -99,6 +157,7 @@ class Optimizer(ABC):
             if idx is None:
                 raise EvomergeError(f"tell of a point that was not asked: {k}")
             handles.append(self._pending.pop(idx)[1])
+            self._origins.pop(k, None)
             loss = [(-float(v) if d == "maximize" else float(v)) for v, d in zip(vals, self.directions)]
             if not all(math.isfinite(x) for x in loss):
                 raise EvomergeError(f"tell got a non-finite value {vals}; penalise failures before telling")
@@ -112,14 +171,15 @@ class Optimizer(ABC):
         optimizer's internals)."""
         if self.plain_state:
             return {"state": self._get_state(), "pending": [[k, h] for k, h in self._pending],
-                    "n_told": self.n_told}
+                    "n_told": self.n_told, "queue": [[p, o] for p, o in self._queue], "origins": self._origins}
         try:
-            blob = pickle.dumps((self._get_state(), self._pending))
+            blob = pickle.dumps((self._get_state(), self._pending, {"queue": self._queue, "origins": self._origins}))
         except Exception as exc:
             raise EvomergeError(f"optimizer {type(self).__name__} state cannot be pickled: {exc}") from None
         return {"blob": blob, "n_told": self.n_told}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        extra: dict[str, Any] = state  # the warm-start queue (plain state: beside the state)
         if "blob" not in state:
             if not self.plain_state:
                 raise EvomergeError(f"{type(self).__name__} optimizer state has no pickled blob")
@@ -128,8 +188,12 @@ class Optimizer(ABC):
         else:  # a pickle: this plugin's format, or a plain-state plugin's checkpoint of an earlier version
             from evomerge.safe_pickle import safe_loads
 
-            impl, self._pending = safe_loads(state["blob"], f"{type(self).__name__} optimizer state")
+            loaded = safe_loads(state["blob"], f"{type(self).__name__} optimizer state")
+            impl, self._pending = loaded[0], loaded[1]
+            extra = loaded[2] if len(loaded) > 2 else {}  # checkpoints written before warm start have no queue
             self._set_state(impl)
+        self._queue = [(p, o) for p, o in extra.get("queue", [])]
+        self._origins = dict(extra.get("origins", {}))
         self.n_told = int(state["n_told"])
 
     @property
@@ -149,3 +213,9 @@ class Optimizer(ABC):
 
     @abstractmethod
     def _set_state(self, state: Any) -> None: ...
+
+    def _inject(self, points: list[Point]) -> None:
+        """Make the next ``_ask`` return these points first, in order, as the optimizer's own proposals
+        (called right before that ``_ask``; ``len(points)`` is at most its ``n``). Plugins that cannot take
+        outside points leave this out: warm start then skips them."""
+        raise NotImplementedError

@@ -10,6 +10,10 @@ Start-up: importing pycma costs 1-2 s (it imports scipy.stats and matplotlib), s
 Option names are checked against a list cached per pycma version (``$EVOMERGE_HOME/cache``), and the strategy
 is built on first use, or at once when the config passes pycma options of its own (pycma checks their values
 only when it builds the strategy, and a bad one must fail the preflight).
+
+Warm-start points go in through ``es.inject(..., force=True)`` (as genotypes: the inverse of pycma's bound
+transform), at most one generation's worth per ask, since pycma hands out every injected solution in the next
+``ask`` whatever its ``number``; they are then ordinary members of that generation for the update.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ class CMAES(Optimizer):
         self._rs = np.random.RandomState(self.seed)
         self._es_built = None  # pycma's strategy, built on first use (importing pycma takes 1-2 s)
         self._np_state = None
+        self._injected: list = []  # warm-start points for the next ask (unit cube)
         if self.options.cma_options:  # pycma checks these values only when building: fail now, in preflight
             self._build()
 
@@ -145,8 +150,17 @@ class CMAES(Optimizer):
             self._np_state = np.random.get_state()
             np.random.set_state(outer)
 
+    def _inject(self, points):
+        self._injected = [self.space.to_unit(p) for p in points]
+
     def _ask(self, n):
+        injected, self._injected = self._injected, []
+        if injected and n == 1:  # pycma injects only into asks of several points: tell it as an outside point
+            return [(self.space.from_unit(injected[0]), np.asarray(injected[0]))]
         with self._own_rng():
+            if injected:
+                inverse = getattr(self._es.boundary_handler, "inverse", None)
+                self._es.inject([inverse(x) if inverse else x for x in injected], force=True)
             xs = self._es.ask(number=n)
         return [(self.space.from_unit(x), np.asarray(x)) for x in xs]
 

@@ -2,6 +2,7 @@
 
 Checkpoints pickle the whole nevergrad optimizer, so optimizers that run scipy in a background thread
 (Cobyla, SQP, Powell... and meta-optimizers such as NGOpt when they pick one of those) are refused up front.
+Warm-start points go in through ``optimizer.suggest`` right before the ask that serves them.
 """
 
 from __future__ import annotations
@@ -73,6 +74,12 @@ class Nevergrad(Optimizer):
         except Exception as exc:
             raise ConfigError(f"nevergrad optimizer {name!r} cannot be pickled for checkpoints: {exc}") from None
         self._opt = opt
+
+    def _inject(self, points):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for point in reversed(points):  # nevergrad serves suggestions last-in first-out
+                self._opt.suggest(self.space.to_unit(point))
 
     def _ask(self, n):
         out = []

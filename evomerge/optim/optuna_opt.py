@@ -4,7 +4,8 @@ The study lives in optuna's in-memory storage; the run's checkpoint holds it as 
 attributes and the sampler's generator states, :mod:`evomerge.optim.optuna_state`; no pickle), replayed into a
 fresh study on resume, so a resumed study asks exactly what the checkpointed one would have: no trial is
 half-recorded in an external database that the checkpoint does not know about. Conditional parameters are suggested
-define-by-run, only when active.
+define-by-run, only when active. Warm-start points are ``study.enqueue_trial``-ed right before the ask that
+serves them.
 """
 
 from __future__ import annotations
@@ -77,6 +78,12 @@ class Optuna(Optimizer):
             else:
                 raise ConfigError(f"optuna cannot sample parameter type {type(p).__name__}")
         return point
+
+    def _inject(self, points):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for point in points:  # asked first-in first-out by study.ask()
+                self._study.enqueue_trial(dict(point))
 
     def _ask(self, n):
         out = []

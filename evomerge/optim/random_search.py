@@ -17,9 +17,14 @@ class RandomSearch(Optimizer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._rng = np.random.default_rng(self.seed)
+        self._injected: list = []
+
+    def _inject(self, points):
+        self._injected = list(points)
 
     def _ask(self, n):
-        return [(self.space.sample(self._rng), None) for _ in range(n)]
+        injected, self._injected = self._injected, []
+        return [(p, None) for p in injected] + [(self.space.sample(self._rng), None) for _ in range(n - len(injected))]
 
     def _tell(self, handles, losses):
         pass

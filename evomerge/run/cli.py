@@ -222,6 +222,7 @@ def demo_cmd(run_dir: Path, variant: str) -> None:
                   "-" if margin is None else f"{100 * margin:+.1f}")
     Console().print(t)
     verdict = "beats" if res["beats_all"] else "does NOT beat"
-    click.echo(f"the searched recipe {verdict} every parent and the best task-arithmetic / TIES merge "
+    click.echo(f"the searched recipe {verdict} every parent and the best simple merge "
+               "(uniform average, task arithmetic, TIES) "
                f"(smallest margin {100 * res['min_margin']:+.1f} points on the test mean)")
     click.echo(f"run dir: {run_dir}  (evomerge status {run_dir}; evomerge export {run_dir} OUT --best)")

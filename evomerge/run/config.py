@@ -72,10 +72,35 @@ class BudgetConfig(_Strict):
         return self
 
 
+class WarmStartRecipe(_Strict):
+    """A recipe to evaluate first (e.g. an earlier stage's winner: ``{recipe: {best_of: ps}}`` in a staged job)."""
+
+    recipe: dict[str, Any]
+    label: str = "recipe"
+    required: bool = Field(True, description="refuse the run when the space cannot express the recipe "
+                                             "(else it is skipped)")
+
+
+class WarmStartPoint(_Strict):
+    """A point of the search space to evaluate first."""
+
+    point: dict[str, Any]
+    label: str = "point"
+
+
+#: ``default``: the space's default point; ``simple_merges``: the uniform average and the task-arithmetic and
+#: TIES coefficient grids (the demo's baselines) that the space can express
+WarmStartName = Literal["default", "simple_merges"]
+WarmStartEntry = Union[WarmStartName, WarmStartRecipe, WarmStartPoint]
+
+
 class OptimizerConfig(_Strict):
     name: str = "cma"
     population: int = Field(8, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
+    warm_start: Union[Literal["auto", "none"], list[WarmStartEntry]] = Field(
+        "auto", description="points asked before the optimizer's own (counted in the budget, marked in the "
+                            "ledger): auto = [default, simple_merges]; none; or a list of entries")
     schedule: Literal["auto", "generational", "steady_state"] = Field(
         "auto", description="steady_state: tell each result as it arrives and keep every worker busy; "
                             "generational: evaluate and tell whole populations; auto: steady_state when the "
@@ -190,6 +215,10 @@ def validate_run(cfg: RunConfig):
                                population=cfg.optimizer.population, budget=cfg.budget.evaluations,
                                options=cfg.optimizer.options)
     resolve_schedule(cfg, optimizer)
+    from evomerge.run.warm_start import warm_start_points
+
+    if warm_start_points(cfg, space) and not optimizer.supports_enqueue and cfg.optimizer.warm_start != "auto":
+        raise ConfigError(f"optimizer {cfg.optimizer.name!r} cannot take warm-start points; set warm_start: none")
     return space, optimizer, worker_cls
 
 

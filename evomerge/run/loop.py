@@ -157,6 +157,9 @@ class SearchContext:
                **extra: Any) -> dict[str, Any]:
         """Record one evaluated (or failed) candidate in the ledger; returns the record."""
         values, res = _values(self.cfg, res)
+        origin = self.optimizer.origin(point)  # warm-start points say where they come from
+        if origin is not None:
+            extra.setdefault("origin", origin)
         rec = {
             "eval_id": len(self.ledger), "gen": gen, "index": index, "point": point,
             "recipe": recipe.model_dump(mode="json") if recipe is not None else None,
@@ -207,6 +210,10 @@ def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[
                                 f"not {schedule!r}")
         optimizer.load_state_dict(state["optimizer"])
         ctx.state = state
+    else:  # a fresh run (or one killed before its first checkpoint: the same points are queued again)
+        from evomerge.run.warm_start import enqueue_warm_start
+
+        enqueue_warm_start(cfg, space, optimizer)
     n_records = ctx.state.get("n_records", 0)
     if len(ctx.ledger) < n_records:
         raise EvomergeError(f"ledger of {run_dir} has {len(ctx.ledger)} records but the checkpoint counts "

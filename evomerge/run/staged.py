@@ -14,6 +14,8 @@ Each stage runs in ``RUN_DIR/<stage name>`` as an ordinary run (``evomerge statu
 source written ``{best_of: STAGE}`` is replaced by that stage's best recipe (a nested parameter-space recipe)
 before the stage is validated, so the stage's own ``config.yaml`` holds it in full. Running the job again
 resumes: finished stages are skipped by their spent budget, an interrupted one continues from its checkpoint.
+A later stage with ``optimizer.warm_start: auto`` also asks the previous stage's winner first (PS+DFS: the
+path straight through the PS winner), where its space can express it.
 """
 
 from __future__ import annotations
@@ -89,8 +91,10 @@ def _substitute(node: Any, best: Callable[[str], dict[str, Any]]) -> Any:
     return node
 
 
-def stage_config(job: StagedConfig, index: int, run_dir: Path) -> RunConfig:
-    """The resolved run config of stage ``index`` (earlier stages must have run for ``best_of``)."""
+def stage_config(job: StagedConfig, index: int, run_dir: Path, warm_from_previous: bool = True) -> RunConfig:
+    """The resolved run config of stage ``index`` (earlier stages must have run for ``best_of``). With
+    ``warm_start: auto`` (the default), a later stage also starts from the previous stage's winner where its
+    space can express it (``warm_from_previous``; preflight before the stages run leaves it out)."""
     from evomerge.run.report import RunReport
 
     stage = job.stages[index]
@@ -106,7 +110,13 @@ def stage_config(job: StagedConfig, index: int, run_dir: Path) -> RunConfig:
         log.info("stage %s: best_of %s = candidate %d", stage.name, name, top["eval_id"])
         return top["recipe"]
 
-    data = _substitute(_stage_data(stage), best)
+    data = _stage_data(stage)
+    opt = data.setdefault("optimizer", {})
+    if warm_from_previous and index > 0 and isinstance(opt, dict) and opt.get("warm_start", "auto") == "auto":
+        prev = earlier[-1]
+        opt["warm_start"] = ["default", "simple_merges",
+                             {"recipe": {"best_of": prev}, "label": f"best_of:{prev}", "required": False}]
+    data = _substitute(data, best)
     data["run_dir"] = None
     return run_config_from_dict(data)
 
@@ -133,7 +143,7 @@ def check_stages(job: StagedConfig, run_dir: Optional[Path] = None) -> list[str]
             lines.append(f"  stage {stage.name}: uses an earlier stage's result; checked when it starts")
             continue
         stage_dir = None if run_dir is None else Path(run_dir) / stage.name
-        rep = preflight(stage_config(job, i, Path(run_dir or ".")), stage_dir)
+        rep = preflight(stage_config(job, i, Path(run_dir or "."), warm_from_previous=False), stage_dir)
         lines.append(f"  stage {stage.name}: " + "; ".join(rep.checks))
     return lines
 

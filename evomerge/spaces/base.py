@@ -18,7 +18,7 @@ Implementing a new space (e.g. the data-flow space)::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -52,6 +52,12 @@ class SearchSpace(ABC):
     def vocab(self) -> str:
         """The vocabulary rule (``base`` / ``union``) of the decoded recipes (``evomerge.models.vocab``)."""
         return getattr(getattr(self, "cfg", None), "vocab", None) or "base"
+
+    def encode(self, recipe) -> Optional[Point]:
+        """A point whose decoded recipe merges what ``recipe`` merges, or None where the space cannot express
+        it (warm start: simple merges, an earlier stage's winner). ``decode(encode(r)) == r`` for every
+        recipe ``decode`` gives; a space that encodes nothing keeps this default."""
+        return None
 
     # ---- generic helpers built on ``params`` -------------------------------------------------------------
 

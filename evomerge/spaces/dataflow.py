@@ -194,6 +194,12 @@ class DataFlowSpace(SearchSpace):
             return float(point[f"w.{i}>{j}"])
         return 1.0
 
+    def encode(self, recipe) -> Optional[Point]:
+        """The point of a data-flow recipe, or of a source passed straight through (see spaces.encode)."""
+        from evomerge.spaces.encode import encode_dataflow
+
+        return encode_dataflow(self, recipe)
+
     def decode(self, point: Point) -> DataFlowRecipe:
         point = self.validate_point(point)
         chosen = [(n, i) for r, n, i in self.slots if point[f"r{r}.{self.layer_id((n, i))}"]]

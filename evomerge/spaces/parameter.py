@@ -238,6 +238,11 @@ class ParameterSpace(SearchSpace):
     def sources(self) -> list[str]:
         return ([self.cfg.base] if self.cfg.base else []) + [m for m in self.cfg.models if m != self.cfg.base]
 
+    def encode(self, recipe) -> Optional[Point]:
+        from evomerge.spaces.encode import encode_parameter
+
+        return encode_parameter(self, recipe)
+
     def decode(self, point: Point) -> MergeRecipe:
         point = self.validate_point(point)
         method = point.get("method", self.methods[0])
