@@ -193,7 +193,7 @@ def test_enqueued_points_are_asked_first_exactly_and_survive_a_checkpoint(name, 
     assert first == WARM[:4] and [opt.origin(p) for p in first] == ["w0", "w1", "w2", "w3"]
     opt.tell(first, [f(p) for p in first])
     assert opt.origin(first[0]) is None and opt.n_queued == 1
-    state = pickle.loads(pickle.dumps(opt.state_dict()))
+    state = loads(dumps({"optimizer": opt.state_dict()}))["optimizer"]  # through the checkpoint codec
     second = opt.ask(4)
     assert second[0] == WARM[4] and opt.origin(second[0]) == "w4" and opt.origin(second[1]) is None
     other = fresh(seed=99)
