@@ -2,10 +2,8 @@
 kill -9 + resume reproduces the ledger, ``evomerge bank show / merge`` and their error lines."""
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ from evomerge.fitness.online.request import BankView, FitnessRequest, answer_req
 from evomerge.run import run_config_from_dict, run_search
 from evomerge.run.ledger import Ledger
 
-from tests.test_run_resume import _lines, _spawn, stable
+from tests.test_run_resume import _spawn, kill_at_ledger_sizes, stable
 
 
 def test_masked_fit_recovers_known_items_from_a_sparse_matrix():
@@ -107,18 +105,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_ledger_with_the_online_bank
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     run_dir = tmp_path / "killed"
-    args, killed = ["run", str(cfg_path), "--run-dir", str(run_dir)], 0
-    for target in (2, 6, 9):
-        proc = _spawn(args)
-        deadline = time.time() + 240  # start-up is slow on a loaded machine
-        while _lines(run_dir / "ledger.jsonl") < target and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.002)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            killed += 1
-        proc.wait()
-        if (run_dir / "config.yaml").exists():
-            args = ["resume", str(run_dir)]
+    killed, args = kill_at_ledger_sizes(cfg_path, run_dir, (2, 6, 9), wait_s=240)  # slow start-up when loaded
     proc = _spawn(args)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err.decode()

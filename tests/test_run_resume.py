@@ -49,6 +49,24 @@ def _lines(path):
         return 0
 
 
+def kill_at_ledger_sizes(cfg_path, run_dir, targets, wait_s=60.0):
+    """Start ``evomerge run`` and kill -9 it once the ledger holds each of ``targets`` records (resuming after
+    each kill); returns the number of kills and the command line that continues the run."""
+    args, killed = ["run", str(cfg_path), "--run-dir", str(run_dir)], 0
+    for target in targets:
+        proc = _spawn(args)
+        deadline = time.time() + wait_s
+        while _lines(run_dir / "ledger.jsonl") < target and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.002)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait()
+        if (run_dir / "config.yaml").exists():
+            args = ["resume", str(run_dir)]
+    return killed, args
+
+
 @pytest.mark.parametrize("optimizer", [{"name": "cma", "population": 5},
                                        {"name": "optuna", "population": 4, "options": {"sampler": "tpe"}}])
 def test_sigkill_at_several_points_then_resume_gives_the_uninterrupted_ledger(tmp_path, optimizer):
@@ -61,22 +79,9 @@ def test_sigkill_at_several_points_then_resume_gives_the_uninterrupted_ledger(tm
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     run_dir = tmp_path / "killed"
-    ledger = run_dir / "ledger.jsonl"
     # kill after the ledger reached these sizes: mid-generation, right at a generation end, and again later;
     # the last one is a kill 0.05 s after start-up of a resume (before or during its first evaluations)
-    kills = [3, 10, 11, 22]
-    args = ["run", str(cfg_path), "--run-dir", str(run_dir)]
-    killed = 0
-    for target in kills:
-        proc = _spawn(args)
-        deadline = time.time() + 60
-        while _lines(ledger) < target and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.002)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            killed += 1
-        proc.wait()
-        args = ["resume", str(run_dir)]
+    killed, args = kill_at_ledger_sizes(cfg_path, run_dir, [3, 10, 11, 22])
     proc = _spawn(args)
     time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)

@@ -1,8 +1,6 @@
 """Warm start: the default point and the simple merges the space expresses are asked first, recorded with their
 origin, counted in the budget, and a killed run resumes to the uninterrupted ledger."""
 
-import signal
-import time
 
 import pytest
 import yaml
@@ -14,7 +12,7 @@ from evomerge.run.ledger import Ledger
 from evomerge.run.staged import staged_config_from_dict, stage_config
 from evomerge.run.warm_start import warm_start_points
 from evomerge.spaces import build_space
-from test_run_resume import _lines, _spawn, config, stable
+from test_run_resume import _spawn, config, kill_at_ledger_sizes, stable
 
 LAMBDA = {"preset": "ties_layerwise", "num_layers": 4,
           "extra": [{"type": "float", "name": "lambda", "low": 0.1, "high": 1.5, "default": 1.0}]}
@@ -90,17 +88,8 @@ def test_sigkill_during_warm_start_then_resume_gives_the_uninterrupted_ledger(tm
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     run_dir = tmp_path / "killed"
-    args, killed = ["run", str(cfg_path), "--run-dir", str(run_dir)], 0
-    for target in (2, 6, 9):  # inside the warm start (before any checkpoint), at its end, after it
-        proc = _spawn(args)
-        deadline = time.time() + 60
-        while _lines(run_dir / "ledger.jsonl") < target and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.002)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            killed += 1
-        proc.wait()
-        args = ["resume", str(run_dir)]
+    # inside the warm start (before any checkpoint), at its end, after it
+    killed, args = kill_at_ledger_sizes(cfg_path, run_dir, (2, 6, 9))
     proc = _spawn(args)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
