@@ -13,6 +13,7 @@ A token-indexed tensor is merged as two parts, by the same code in the search an
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -35,7 +36,7 @@ def source_rows(plan, name: str, ref: str):
 
 def extra_rows(plan, name: str, r0: int, r1: int, holders: tuple[str, ...], ws: Workspace) -> torch.Tensor:
     """Float32 rows ``r0:r1`` (beyond the lead's) as ``[rows, cols]``: the mean of the ``holders``' rows."""
-    out = ws.get("vocab_extra", (r1 - r0, _cols(plan.shape(name))))
+    out = ws.get("vocab_extra", (r1 - r0, math.prod(plan.shape(name)[1:])))
     tmp = ws.get("vocab_extra_in", out.shape)
     for i, ref in enumerate(holders):
         view = plan.ckpts[ref].view(name)
@@ -48,13 +49,6 @@ def extra_rows(plan, name: str, r0: int, r1: int, holders: tuple[str, ...], ws: 
     if len(holders) > 1:
         out.div_(len(holders))
     return out
-
-
-def _cols(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape[1:]:
-        n *= int(d)
-    return n
 
 
 def merge_vocab_tensor(plan, name: str, write: Callable, ws: Workspace, cache, dest=None) -> None:
@@ -77,7 +71,7 @@ def merge_vocab_tensor(plan, name: str, write: Callable, ws: Workspace, cache, d
     head = dest[:lead_rows] if dest is not None else None
     merge_tensor(plan.method, plan.params[name], name, plan.models, base, sources, write, ws, cache,
                  dest=head, **run)
-    step = max(1, CHUNK_ELEMS // max(_cols(shape), 1))
+    step = max(1, CHUNK_ELEMS // max(math.prod(shape[1:]), 1))
     for r0, r1, holders in vmap.extra:
         for c0 in range(r0, r1, step):
             c1 = min(r1, c0 + step)
