@@ -4,9 +4,9 @@ uniform average of the experts beats every expert (and the base) on the test mea
 
     python benchmarks/zoo_acceptance.py --variant full --seeds 0 1 2 3 4 [--quick] [--jobs 2]
 
-``--quick`` scores 200 items per skill instead of 500. ``--set base.steps=400`` (repeatable) tries other
-training settings: such zoos are built under ``--cache-dir`` (default: a folder in /tmp), never in the cache
-that ``zoo://`` references read.
+``--quick`` scores 200 items per skill instead of 500. ``--set base.steps=400`` (repeatable; the value is JSON,
+e.g. ``--set 'base.calibrate={"target": 0.5}'``) tries other training settings: such zoos are built under
+``--cache-dir`` (default: a folder in /tmp), never in the cache that ``zoo://`` references read.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ def _settings(variant: str, overrides: list[str]):
         node = s
         for k in path:
             node = node[k]
-        node[leaf] = json.loads(value) if value[:1] in "[{" else type(node.get(leaf, 0.0))(value) \
-            if not isinstance(node.get(leaf), bool) else value.lower() == "true"
+        node[leaf] = json.loads(value)  # numbers, true/false, null, lists and mappings (JSON)
     return type(VARIANTS[variant]).model_validate(s)
 
 

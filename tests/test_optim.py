@@ -209,3 +209,18 @@ def test_enqueue_checks_points_against_the_space():
         opt.enqueue([{"kind": "a", "x": 2.0, "k": 1, "flag": True}])
     with pytest.raises(ConfigError, match="inactive"):
         opt.enqueue([{"kind": "a", "x": 0.5, "y": 0.1, "k": 1, "flag": True}])
+
+
+@pytest.mark.parametrize("last", [1, 2, 3, 5])
+def test_cma_takes_a_partial_last_generation(last):
+    """A budget that is not a multiple of the population ends with a small generation: pycma refuses asks and
+    tells of fewer than mu points, so those are drawn from a whole population and not told to pycma."""
+    opt = make_optimizer("cma", sphere_space(), ["minimize"], seed=0, population=8)
+    run_gens(opt, sphere, 2)
+    pts = opt.ask(last)
+    assert len(pts) == last and len({tuple(p.values()) for p in pts}) == last
+    opt.tell(pts, [[sphere(p)] for p in pts])
+    state = loads(dumps({"optimizer": opt.state_dict()}))["optimizer"]
+    again = make_optimizer("cma", sphere_space(), ["minimize"], seed=5, population=8)
+    again.load_state_dict(state)
+    assert again.ask(8) == opt.ask(8)  # and the run goes on (resume with a larger budget) deterministically

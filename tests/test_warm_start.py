@@ -34,6 +34,16 @@ def test_auto_is_the_default_point_then_the_expressible_simple_merges():
     mc = run_config_from_dict(config(space={"preset": "method_choice", "num_layers": 4}))
     got = [label for label, _ in warm_start_points(mc, _space(mc))]
     assert "warm_start:uniform average" in got and "warm_start:task_arithmetic lambda=0.5" in got
+    ta = run_config_from_dict(config(space={"preset": "task_arithmetic_layerwise", "num_layers": 4}))
+    points = dict(warm_start_points(ta, _space(ta)))  # the average, as task arithmetic with lambda 1/n
+    n = len(ta.models)
+    assert list(points["warm_start:uniform average"].values()) == pytest.approx([1 / n] * len(points["warm_start:default"]))
+    assert list(points) == ["warm_start:default", "warm_start:uniform average"] + [
+        f"warm_start:task_arithmetic lambda={c}" for c in (0.25, 0.75, 1.0, 1.25, 1.5)]  # 0.5 is the default
+    near = run_config_from_dict(config(space={"preset": "task_arithmetic_layerwise", "num_layers": 4,
+                                              "weight": {"low": 0.0, "high": 1.0, "default": 0.333}}))
+    assert [label for label, _ in warm_start_points(near, _space(near))] == ["warm_start:default"] + [
+        f"warm_start:task_arithmetic lambda={c}" for c in (0.25, 0.5, 0.75, 1.0)]  # 1/3 ~ 0.333: asked once
     assert warm_start_points(run_config_from_dict(config(optimizer={"name": "cma", "warm_start": "none"})),
                              _space(plain)) == []
 

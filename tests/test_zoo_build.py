@@ -142,3 +142,93 @@ def test_second_zoo_is_the_full_recipe_over_other_skills():
 
     assert VARIANTS["full2"].skills == list(SECOND_SKILLS)
     assert VARIANTS["full2"].model_copy(update={"skills": VARIANTS["full"].skills}) == VARIANTS["full"]
+
+
+def test_settings_without_calibration_keep_their_hash():
+    """Adding the calibration setting must not move the cache key (and so rebuild) of existing zoos."""
+    from evomerge.zoo.settings import Calibration, VARIANTS, settings_hash
+
+    assert VARIANTS["ci"].base.calibrate is None
+    assert settings_hash(VARIANTS["ci"], 0) == "d93564c32e"  # its hash before calibration existed
+    calibrated = VARIANTS["ci"].model_copy(
+        update={"base": VARIANTS["ci"].base.model_copy(update={"calibrate": Calibration(target=0.5)})})
+    assert settings_hash(calibrated, 0) != "d93564c32e"
+
+
+def test_calibration_samples_a_skill_at_the_target_less_and_ends_training(monkeypatch):
+    """The base's hard-level check: a skill at the target is sampled at the maintenance weight from the next
+    batch on, and training ends at the check where every skill is there. The check's scoring is replaced by a
+    schedule of accuracies (the ci model learns nothing in a test's time); model, batches and training are real."""
+    import random
+
+    import evomerge.zoo.train as train_mod
+    from evomerge.zoo.settings import VARIANTS, Calibration
+    from evomerge.zoo.skills import get_skill
+    from evomerge.zoo.tokenizer import build_tokenizer
+
+    skills = [get_skill("reverse"), get_skill("sort")]
+    reached_at = {"reverse": 10, "sort": 30}
+    now = {"step": 0}
+
+    def scheduled_exact_match(model, tokenizer, items, *a, **k):
+        name = items[0]["prompt"].split(":")[0].replace("rev", "reverse")
+        return [now["step"] >= reached_at[name]] * len(items)
+
+    monkeypatch.setattr(train_mod, "exact_match", scheduled_exact_match)
+    settings = VARIANTS["ci"].base.model_copy(update={"steps": 60, "batch_size": 16,
+                                                      "calibrate": Calibration(target=0.5, every=10, items=8,
+                                                                               maintain=0.05)})
+    model = train_mod.make_model(VARIANTS["ci"].model, 0)
+    check = train_mod.HardCalibration(model, build_tokenizer(), skills, settings.calibrate, 0, set())
+    batches = train_mod.sample_batches(skills, settings, random.Random(0), set(), weights=check.weights)
+    drawn = {False: [], True: []}  # before / after reverse reached the target: is each item a reverse item?
+
+    def recording():
+        for batch in batches:
+            drawn[now["step"] >= 10].extend(p.startswith("rev:") for p, _ in batch)
+            yield batch
+
+    def on_step(step, loss):
+        now["step"] = step + 1
+        return check(step, loss)
+
+    losses = train_mod.train(model, recording(), settings, on_step)
+    assert len(losses) == 30 and check.reached == {"reverse": 10, "sort": 30}
+    assert [s for s, _ in check.history] == [10, 20, 30] and check.finish() == 30
+    share = {k: sum(v) / len(v) for k, v in drawn.items()}
+    assert 0.35 < share[False] < 0.65 and share[True] < 0.15, share  # 1:1, then 0.05:1
+
+
+def test_calibration_keeps_the_check_closest_to_the_target(monkeypatch):
+    """When the step cap comes first, the base is the snapshot of the best check, not the last weights."""
+    import random
+
+    import torch
+
+    import evomerge.zoo.train as train_mod
+    from evomerge.zoo.settings import VARIANTS, Calibration
+    from evomerge.zoo.skills import get_skill
+    from evomerge.zoo.tokenizer import build_tokenizer
+
+    accuracy = {10: 0.1, 20: 0.4, 30: 0.2, 40: 0.0}  # the skill peaks at step 20, then is forgotten
+    now = {"step": 0}
+    monkeypatch.setattr(train_mod, "exact_match", lambda m, t, items, *a, **k:
+                        [True] * round(accuracy[now["step"]] * len(items)) + [False] * (len(items) - round(accuracy[now["step"]] * len(items))))
+    settings = VARIANTS["ci"].base.model_copy(update={"steps": 40, "batch_size": 8,
+                                                      "calibrate": Calibration(target=0.5, every=10, items=10)})
+    model = train_mod.make_model(VARIANTS["ci"].model, 0)
+    check = train_mod.HardCalibration(model, build_tokenizer(), [get_skill("sort")], settings.calibrate, 0, set())
+    snapshots = {}
+
+    def on_step(step, loss):
+        now["step"] = step + 1
+        if now["step"] % 10 == 0:
+            snapshots[now["step"]] = {k: v.clone() for k, v in model.state_dict().items()}
+        return check(step, loss)
+
+    losses = train_mod.train(model, train_mod.sample_batches([get_skill("sort")], settings, random.Random(0), set(),
+                                                             weights=check.weights), settings, on_step)
+    assert len(losses) == 40 and check.reached == {}
+    assert check.finish() == 20
+    assert all(torch.equal(v, snapshots[20][k]) for k, v in model.state_dict().items())
+    assert not all(torch.equal(v, snapshots[40][k]) for k, v in model.state_dict().items())

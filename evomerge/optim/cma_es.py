@@ -161,10 +161,18 @@ class CMAES(Optimizer):
             if injected:
                 inverse = getattr(self._es.boundary_handler, "inverse", None)
                 self._es.inject([inverse(x) if inverse else x for x in injected], force=True)
-            xs = self._es.ask(number=n)
+            # pycma can neither sample nor update from fewer points than its parent number mu (a budget's
+            # last, partial generation): draw a whole population and use its first n
+            xs = self._es.ask(number=n) if n >= self._mu() else self._es.ask()[:n]
         return [(self.space.from_unit(x), np.asarray(x)) for x in xs]
 
+    def _mu(self) -> int:
+        return int(self._es.sp.weights.mu)
+
     def _tell(self, handles, losses):
+        if len(handles) < self._mu():  # too few to update the strategy: their values stay in the ledger only
+            log.info("CMA-ES: %d results are fewer than mu=%d; the strategy is not updated", len(handles), self._mu())
+            return
         with self._own_rng():
             self._es.tell(list(handles), [loss[0] for loss in losses])
 

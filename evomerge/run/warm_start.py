@@ -2,8 +2,8 @@
 
 ``auto`` (the default) is ``[default, simple_merges]``: the space's default point, then every simple merge
 of ``evomerge.run.baselines`` (uniform average, task-arithmetic and TIES coefficient grids) that the space can
-express (``SearchSpace.encode``). A staged job adds the previous stage's winner (``evomerge.run.staged``).
-Duplicates are asked once. The points are *evaluated as candidates* (counted in the budget, ledger records
+express (``SearchSpace.encode``; the uniform average also as task arithmetic with lambda 1/n). A staged job adds the previous stage's winner (``evomerge.run.staged``).
+Duplicates (points within 1e-3 in the unit cube) are asked once. The points are *evaluated as candidates* (counted in the budget, ledger records
 marked ``origin: warm_start:<label>``) rather than scored apart and only the best handed on: every evaluation
 then informs the optimizer, and simple merges the space cannot express would be evaluations it cannot use.
 """
@@ -11,6 +11,8 @@ then informs the optimizer, and simple merges the space cannot express would be 
 from __future__ import annotations
 
 import logging
+
+import numpy as np
 
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.run.config import RunConfig, WarmStartPoint, WarmStartRecipe
@@ -24,7 +26,7 @@ PREFIX = "warm_start:"
 def warm_start_points(cfg: RunConfig, space) -> list[tuple[str, Point]]:
     """(origin label, point) in asking order; raises ConfigError for a required entry the space cannot hold."""
     from evomerge.recipe import recipe_from_dict
-    from evomerge.run.baselines import simple_merges
+    from evomerge.run.baselines import average_as_task_arithmetic, simple_merges
 
     ws = cfg.optimizer.warm_start
     if ws == "none":
@@ -33,7 +35,7 @@ def warm_start_points(cfg: RunConfig, space) -> list[tuple[str, Point]]:
     out: list[tuple[str, Point]] = []
 
     def add(label: str, point: Point) -> None:
-        if not any(same_point(point, p) for _, p in out):
+        if not any(_near(space, point, p) for _, p in out):
             out.append((PREFIX + label, point))
 
     for entry in entries:
@@ -43,6 +45,8 @@ def warm_start_points(cfg: RunConfig, space) -> list[tuple[str, Point]]:
             skipped = []
             for label, recipe in simple_merges(cfg):
                 point = space.encode(recipe)
+                if point is None and label == "uniform average" and cfg.base:
+                    point = space.encode(average_as_task_arithmetic(cfg))
                 if point is None:
                     skipped.append(label)
                 else:
@@ -63,6 +67,17 @@ def warm_start_points(cfg: RunConfig, space) -> list[tuple[str, Point]]:
             except EvomergeError as exc:
                 raise ConfigError(f"warm_start point {entry.label!r}: {exc}") from None
     return out
+
+
+def _near(space, a: Point, b: Point, tol: float = 1e-3) -> bool:
+    """The same point, or one within ``tol`` of it in every unit-cube coordinate (a default of 0.333 and the
+    uniform average's 1/3 are one candidate, not two)."""
+    if same_point(a, b):
+        return True
+    try:
+        return bool(np.allclose(space.to_unit(a), space.to_unit(b), rtol=0.0, atol=tol))
+    except (EvomergeError, KeyError, TypeError, ValueError):  # points of different shapes
+        return False
 
 
 def enqueue_warm_start(cfg: RunConfig, space, optimizer) -> int:

@@ -22,11 +22,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from evomerge.errors import EvomergeError
 from evomerge.zoo.data import heldout_prompts
 from evomerge.zoo.skills import get_skill
-from evomerge.zoo.tokenizer import save_tokenizer
+from evomerge.zoo.tokenizer import build_tokenizer, save_tokenizer
 from evomerge.zoo.settings import (  # noqa: F401 (the light half, re-exported)
     DEFAULT_SKILLS, FORMAT_VERSION, MANIFEST, VARIANTS, ZooSettings, ensure_zoo, read_manifest, settings_hash,
     unbuilt_zoo, variant_settings, zoo_path)
-from evomerge.zoo.train import make_model, sample_batches, train
+from evomerge.zoo.train import HardCalibration, make_model, sample_batches, train
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +114,25 @@ def _train_all(out: Path, settings: ZooSettings, variant: str, seed: int, digest
 
         model = make_model(settings.model, seed)
         rng = random.Random(seed)
-        base_losses = train(model, sample_batches(skills, settings.base, rng, exclude), settings.base, tick)
+        base_log, on_step, weights = {}, tick, {}
+        if settings.base.calibrate is not None:
+            check = HardCalibration(model, build_tokenizer(), skills, settings.base.calibrate, seed, exclude)
+            weights = check.weights
+
+            def on_step(step: int, loss: float) -> bool:
+                tick(step, loss)
+                return check(step, loss)
+
+        base_losses = train(model, sample_batches(skills, settings.base, rng, exclude, weights=weights),
+                            settings.base, on_step)
+        bar.update(task, total=total - settings.base.steps + len(base_losses))  # calibration may stop early
+        if settings.base.calibrate is not None:
+            kept = check.finish()
+            base_log = {"steps": len(base_losses), "kept_step": kept, "reached_at": check.reached,
+                        "hard_accuracy": dict(check.history)[kept] if kept else {}}
         _save(model, out / "base")
         base_state = {k: v.clone() for k, v in model.state_dict().items()}
-        log_ = {"base": {"final_loss": _tail_mean(base_losses)}}
+        log_ = {"base": {"final_loss": _tail_mean(base_losses), **base_log}}
         for skill in skills:
             bar.update(task, description=f"zoo {variant}: {skill.name}")
             model.load_state_dict(base_state)
