@@ -212,8 +212,11 @@ def test_calibration_keeps_the_check_closest_to_the_target(monkeypatch):
 
     accuracy = {10: 0.1, 20: 0.4, 30: 0.2, 40: 0.0}  # the skill peaks at step 20, then is forgotten
     now = {"step": 0}
-    monkeypatch.setattr(train_mod, "exact_match", lambda m, t, items, *a, **k:
-                        [True] * round(accuracy[now["step"]] * len(items)) + [False] * (len(items) - round(accuracy[now["step"]] * len(items))))
+    def scheduled_exact_match(model, tokenizer, items, *a, **k):
+        right = round(accuracy[now["step"]] * len(items))
+        return [True] * right + [False] * (len(items) - right)
+
+    monkeypatch.setattr(train_mod, "exact_match", scheduled_exact_match)
     settings = VARIANTS["ci"].base.model_copy(update={"steps": 40, "batch_size": 8,
                                                       "calibrate": Calibration(target=0.5, every=10, items=10)})
     model = train_mod.make_model(VARIANTS["ci"].model, 0)

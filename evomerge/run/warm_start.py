@@ -2,8 +2,9 @@
 
 ``auto`` (the default) is ``[default, simple_merges]``: the space's default point, then every simple merge
 of ``evomerge.run.baselines`` (uniform average, task-arithmetic and TIES coefficient grids) that the space can
-express (``SearchSpace.encode``; the uniform average also as task arithmetic with lambda 1/n). A staged job adds the previous stage's winner (``evomerge.run.staged``).
-Duplicates (points within 1e-3 in the unit cube) are asked once. The points are *evaluated as candidates* (counted in the budget, ledger records
+express (``SearchSpace.encode``; the uniform average also as task arithmetic with lambda 1/n). A staged job
+adds the previous stage's winner (``evomerge.run.staged``). Duplicates (points within 1e-3 in the unit cube)
+are asked once. The points are *evaluated as candidates* (counted in the budget, ledger records
 marked ``origin: warm_start:<label>``) rather than scored apart and only the best handed on: every evaluation
 then informs the optimizer, and simple merges the space cannot express would be evaluations it cannot use.
 """
