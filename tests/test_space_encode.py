@@ -120,3 +120,19 @@ def test_dataflow_encodes_a_source_as_the_path_through_it():
     assert sp.encode("/m/sort") is None  # embedding and head come from ps: not the sort model alone
     other = DataFlowRecipe(models={"b": "/m/sort"}, path=[PathStep(model="b", layer=0)], embed="b", head="b")
     assert sp.encode(other) is None
+
+
+def test_a_linear_merge_summing_to_one_encodes_as_task_arithmetic():
+    """sum e_i theta_i == base + sum e_i (theta_i - base) when the effective weights e_i sum to 1."""
+    sp = pspace(method="task_arithmetic", granularity=2, weight={"low": 0.0, "high": 1.0})
+    average = MergeRecipe(method="linear", models=[ModelSource(model=m) for m in MODELS])
+    point = sp.encode(average)
+    assert point is not None and list(point.values()) == pytest.approx([1 / 3] * len(point))
+    uneven = MergeRecipe(method="linear", models=[ModelSource(model=m, params={"weight": w})
+                                                  for m, w in zip(MODELS, (2.0, 1.0, 1.0))])
+    assert sorted(set(np.round(list(sp.encode(uneven).values()), 9))) == [0.25, 0.5]
+    raw = MergeRecipe(method="linear", params={"normalize": False}, models=[ModelSource(model=m) for m in MODELS])
+    assert sp.encode(raw) is None  # weights sum to 3: not task arithmetic over the base
+    with_base = MergeRecipe(method="linear", models=[ModelSource(model=m) for m in [BASE] + MODELS[:2]])
+    assert sp.encode(with_base) is None
+    assert pspace(**SPACES["ties_layerwise"]).encode(average) is None  # TIES cannot hold it

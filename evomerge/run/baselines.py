@@ -30,13 +30,6 @@ def baseline_recipes(cfg) -> dict[str, dict[str, MergeRecipe]]:
     return {"parent": parents, "average": average, "task_arithmetic": ta, "ties": ties}
 
 
-def average_as_task_arithmetic(cfg) -> MergeRecipe:
-    """The uniform average of the models as task arithmetic over the base (lambda 1/n): the same weights,
-    ``base + sum (theta_i - base) / n == sum theta_i / n``, in a form task-arithmetic spaces can hold."""
-    return MergeRecipe(method="task_arithmetic", base=cfg.base, params={"lambda": 1.0 / len(cfg.models)},
-                       models=[ModelSource(model=m) for m in cfg.models])
-
-
 def simple_merges(cfg) -> list[tuple[str, MergeRecipe]]:
     """(label, recipe) of every simple merge (average, task-arithmetic and TIES grids), in a fixed order."""
     fams = baseline_recipes(cfg)

@@ -2,7 +2,7 @@
 
 ``auto`` (the default) is ``[default, simple_merges]``: the space's default point, then every simple merge
 of ``evomerge.run.baselines`` (uniform average, task-arithmetic and TIES coefficient grids) that the space can
-express (``SearchSpace.encode``; the uniform average also as task arithmetic with lambda 1/n). A staged job
+express (``SearchSpace.encode``; a task-arithmetic space holds the uniform average too). A staged job
 adds the previous stage's winner (``evomerge.run.staged``). Duplicates (points within 1e-3 in the unit cube)
 are asked once. The points are *evaluated as candidates* (counted in the budget, ledger records
 marked ``origin: warm_start:<label>``) rather than scored apart and only the best handed on: every evaluation
@@ -27,7 +27,7 @@ PREFIX = "warm_start:"
 def warm_start_points(cfg: RunConfig, space) -> list[tuple[str, Point]]:
     """(origin label, point) in asking order; raises ConfigError for a required entry the space cannot hold."""
     from evomerge.recipe import recipe_from_dict
-    from evomerge.run.baselines import average_as_task_arithmetic, simple_merges
+    from evomerge.run.baselines import simple_merges
 
     ws = cfg.optimizer.warm_start
     if ws == "none":
@@ -46,8 +46,6 @@ def warm_start_points(cfg: RunConfig, space) -> list[tuple[str, Point]]:
             skipped = []
             for label, recipe in simple_merges(cfg):
                 point = space.encode(recipe)
-                if point is None and label == "uniform average" and cfg.base:
-                    point = space.encode(average_as_task_arithmetic(cfg))
                 if point is None:
                     skipped.append(label)
                 else:

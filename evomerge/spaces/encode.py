@@ -4,7 +4,9 @@
 what ``recipe`` merges (the same method parameters for every source and tensor), or None. A recipe need not
 have the space's shape: a simple merge (one weight per model, no overrides) encodes into a layer-wise space as
 the same value in every group; task arithmetic's ``lambda`` folds into the weights when the space has no
-``lambda`` and the method does not normalise (``lambda * sum w_i d_i = sum (lambda w_i) d_i``). Equality is
+``lambda`` and the method does not normalise (``lambda * sum w_i d_i = sum (lambda w_i) d_i``); a linear merge
+whose effective weights sum to 1 (the uniform average) encodes into a task-arithmetic space as task arithmetic
+over the space's base. Equality is
 checked on probe tensors: one per decoder layer and module group, one outside the layers (embeddings, head)
 and, with module groups, one in a layer outside every group; the point is returned only when its decoded
 recipe resolves the same parameters as ``recipe`` on every probe.
@@ -77,6 +79,8 @@ def encode_parameter(space: "ParameterSpace", recipe) -> Optional[Point]:
     from evomerge.recipe import MergeRecipe
 
     cfg = space.cfg
+    if isinstance(recipe, MergeRecipe) and recipe.method == "linear" and "linear" not in space.methods:
+        recipe = _linear_as_task_arithmetic(recipe, cfg.base) if "task_arithmetic" in space.methods else None
     if not isinstance(recipe, MergeRecipe) or recipe.method not in space.methods:
         return None
     cls = _method(recipe.method)
@@ -143,6 +147,27 @@ def encode_parameter(space: "ParameterSpace", recipe) -> Optional[Point]:
     same = same and all(_close(decoded.params.get(k, s.default), space_glob[k] if k not in extra else want[k])
                         for k, s in glob_specs.items())
     return point if same else None
+
+
+def _linear_as_task_arithmetic(recipe, base: Optional[str]):
+    """A linear merge of fine-tunes of ``base`` as task arithmetic over it, or None: with effective weights
+    e_i (w_i / sum w when normalised) summing to 1, ``sum e_i theta_i == base + sum e_i (theta_i - base)``.
+    Only recipes without per-layer overrides that leave the base out of the models are rewritten."""
+    from evomerge.recipe import MergeRecipe, ModelSource
+
+    if base is None or recipe.overrides or any(m.model == base for m in recipe.models):
+        return None
+    weights = [float(m.params.get("weight", 1.0)) for m in recipe.models]
+    total = sum(weights)
+    if recipe.params.get("normalize", True):
+        if abs(total) < 1e-8:
+            return None
+        weights = [w / total for w in weights]
+    if not _close(sum(weights), 1.0):
+        return None
+    return MergeRecipe(method="task_arithmetic", base=base, params={"lambda": 1.0},
+                       models=[ModelSource(model=m.model, params={"weight": w}) for m, w in zip(recipe.models, weights)],
+                       dtype=recipe.dtype, seed=recipe.seed, vocab=recipe.vocab, random_stream=recipe.random_stream)
 
 
 def _same_source(a: Any, b: Any) -> bool:
