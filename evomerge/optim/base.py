@@ -37,7 +37,6 @@ import pickle
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal, Optional, Sequence
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from evomerge.errors import ConfigError, EvomergeError
@@ -127,7 +126,7 @@ class Optimizer(ABC):
         rest = self._ask(n)
         pairs = []
         for exact, origin in served:  # the plugin may place them anywhere in its batch: they go first, in order
-            j = next((j for j, (got, _) in enumerate(rest) if self._same(got, exact)), None)
+            j = next((j for j, (got, _) in enumerate(rest) if self.space.near(got, exact, INJECT_TOLERANCE)), None)
             if j is None:
                 raise EvomergeError(f"optimizer {type(self).__name__} did not ask the enqueued point {_key(exact)}")
             pairs.append((exact, rest.pop(j)[1]))
@@ -136,12 +135,6 @@ class Optimizer(ABC):
         del self._queue[:len(served)]
         self._pending.extend((_key(p), h) for p, h in pairs)
         return [p for p, _ in pairs]
-
-    def _same(self, a: Point, b: Point) -> bool:
-        if set(a) != set(b):
-            return False
-        ua, ub = self.space.to_unit(a), self.space.to_unit(b)
-        return bool(np.all(np.abs(ua - ub) <= INJECT_TOLERANCE))
 
     def tell(self, points: Sequence[Point], values: Sequence[Sequence[float] | float]) -> None:
         """Objective values (natural orientation, one list per point) for points from ``ask``."""

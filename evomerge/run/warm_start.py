@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
-
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.run.config import RunConfig, WarmStartPoint, WarmStartRecipe
-from evomerge.run.ledger import same_point
 from evomerge.spaces.base import Point
 
 log = logging.getLogger(__name__)
 PREFIX = "warm_start:"
+NEAR = 1e-3  # unit-cube distance under which two warm-start points are one candidate
 
 
 def warm_start_points(cfg: RunConfig, space) -> list[tuple[str, Point]]:
@@ -36,7 +34,7 @@ def warm_start_points(cfg: RunConfig, space) -> list[tuple[str, Point]]:
     out: list[tuple[str, Point]] = []
 
     def add(label: str, point: Point) -> None:
-        if not any(_near(space, point, p) for _, p in out):
+        if not any(space.near(point, p, NEAR) for _, p in out):  # e.g. a default of 0.333 and the average's 1/3
             out.append((PREFIX + label, point))
 
     for entry in entries:
@@ -66,17 +64,6 @@ def warm_start_points(cfg: RunConfig, space) -> list[tuple[str, Point]]:
             except EvomergeError as exc:
                 raise ConfigError(f"warm_start point {entry.label!r}: {exc}") from None
     return out
-
-
-def _near(space, a: Point, b: Point, tol: float = 1e-3) -> bool:
-    """The same point, or one within ``tol`` of it in every unit-cube coordinate (a default of 0.333 and the
-    uniform average's 1/3 are one candidate, not two)."""
-    if same_point(a, b):
-        return True
-    try:
-        return bool(np.allclose(space.to_unit(a), space.to_unit(b), rtol=0.0, atol=tol))
-    except (EvomergeError, KeyError, TypeError, ValueError):  # points of different shapes
-        return False
 
 
 def enqueue_warm_start(cfg: RunConfig, space, optimizer) -> int:

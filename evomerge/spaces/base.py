@@ -93,6 +93,10 @@ class SearchSpace(ABC):
         """Map a point to the unit cube; inactive parameters sit at the coordinate of their default."""
         return np.array([p.to_unit(point[p.name] if p.name in point else p.default_value()) for p in self.params])
 
+    def near(self, a: Point, b: Point, atol: float) -> bool:
+        """The same parameters, every one within ``atol`` of the other in unit-cube coordinates."""
+        return set(a) == set(b) and bool(np.all(np.abs(self.to_unit(a) - self.to_unit(b)) <= atol))
+
     def default_point(self) -> Point:
         point: Point = {}
         for p in self.params:

@@ -165,8 +165,8 @@ def _linear_as_task_arithmetic(recipe, base: Optional[str]):
         weights = [w / total for w in weights]
     if not _close(sum(weights), 1.0):
         return None
-    return MergeRecipe(method="task_arithmetic", base=base, params={"lambda": 1.0},
-                       models=[ModelSource(model=m.model, params={"weight": w}) for m, w in zip(recipe.models, weights)],
+    models = [ModelSource(model=m.model, params={"weight": w}) for m, w in zip(recipe.models, weights)]
+    return MergeRecipe(method="task_arithmetic", base=base, params={"lambda": 1.0}, models=models,
                        dtype=recipe.dtype, seed=recipe.seed, vocab=recipe.vocab, random_stream=recipe.random_stream)
 
 
