@@ -1,9 +1,10 @@
 """The demo search with full-split fitness and with reduced fitness, at an equal candidate budget, over seeds.
 
-    python benchmarks/irt_search.py [--evaluations 64] [--only ROW,...] [--seeds 0,1,2] [--quick]
-                                    [--runs-dir runs/irt_search] [--bank DIR]
+    python benchmarks/irt_search.py [--job zoo_demo] [--evaluations 64] [--only ROW,...] [--seeds 0,1,2]
+                                    [--quick] [--runs-dir runs/irt_search] [--bank DIR]
 
-Rows (the README demo search: TIES per 2-layer group, CMA-ES, full zoo):
+Rows (``--job``: the README demo search ``zoo_demo`` by default, task-arithmetic weights per 2-layer group,
+CMA-ES on the full zoo; ``zoo2_demo`` is the same search on the second zoo):
 
 - ``full``: every search item (1000 per skill);
 - ``subset_mean``: 100 random items per skill (the demo's choice);
@@ -12,14 +13,14 @@ Rows (the README demo search: TIES per 2-layer group, CMA-ES, full zoo):
 - ``online``: adaptive IRT on the online bank (base + parents on a 100-item pool per skill, refitted every
   generation from every candidate's answers), 20 items per skill, the whole pool for a candidate whose
   estimate beats the best so far;
-- ``online_race``: the same with racing: 8 items per skill, 20 while estimate + se reaches the 3rd best so
-  far, then the pool.
+- ``online_race``: the same with racing: 8 items per skill, then 20, then 40 while estimate + se reaches the
+  3rd best value so far, then the pool.
 
 Columns: items evaluated in all INCLUDING every bank evaluation (seed rows, up-front bank), search wall time,
 the best candidate's TEST mean (500 unseen items per skill), per seed and mean +- std over seeds.
-Each (row, seed) is cached in ``--runs-dir/ROW-seedS/result.json``: rows run separately (one per core) and a
-killed benchmark resumes (a run dir without result.json is resumed by ``run_search``). ``--quick``: 24
-candidates, runs in ``--runs-dir``-quick.
+Each (row, seed) is cached in ``--runs-dir/ROW-seedS/result.json`` (``--runs-dir/JOB/ROW-seedS`` for another
+job): rows run separately (one per core) and a killed benchmark resumes (a run dir without result.json is
+resumed by ``run_search``). ``--quick``: 24 candidates, runs in ``--runs-dir``-quick.
 """
 
 from __future__ import annotations
@@ -38,15 +39,15 @@ FITNESS = {
     "online": {"estimator": "adaptive", "bank": "online", "online": {"pool_per_task": 100},
                "fidelity": {"levels": [20], "top_k": 1, "z": 0.0}},
     "online_race": {"estimator": "adaptive", "bank": "online", "online": {"pool_per_task": 100},
-                    "fidelity": {"levels": [8, 20], "top_k": 3, "z": 1.0}},
+                    "fidelity": {"levels": [8, 20, 40], "top_k": 3, "z": 1.0}},
 }
 FULL_ITEMS = 1000  # search-split items per skill
 
 
-def config(kind: str, evaluations: int, bank: str | None = None, seed: int = 0):
+def config(kind: str, evaluations: int, bank: str | None = None, seed: int = 0, job: str = "zoo_demo"):
     from evomerge.run import load_run_config, run_config_from_dict
 
-    data = load_run_config("zoo_demo").model_dump(mode="json")
+    data = load_run_config(job).model_dump(mode="json")
     data["name"] = f"irt_search_{kind}"
     data["seed"] = seed
     drop = ("estimator", "anchors", "items_per_task", "population", "bank", "online", "fidelity")
@@ -72,7 +73,8 @@ def bank_items(cfg, run_dir: Path) -> tuple[int, int]:
     return 0, 0
 
 
-def run_row(kind: str, evaluations: int, runs_dir: Path, bank: str | None, seed: int) -> dict:
+def run_row(kind: str, evaluations: int, runs_dir: Path, bank: str | None, seed: int, job: str = "zoo_demo"
+            ) -> dict:
     from evomerge.run import run_search
     from evomerge.run.export import evaluate_on_test
     from evomerge.run.report import RunReport
@@ -81,7 +83,7 @@ def run_row(kind: str, evaluations: int, runs_dir: Path, bank: str | None, seed:
     result = run_dir / "result.json"
     if result.exists():
         return json.loads(result.read_text())
-    cfg = config(kind, evaluations, bank, seed)
+    cfg = config(kind, evaluations, bank, seed, job)
     t0 = time.perf_counter()
     run_search(cfg, run_dir)
     wall = time.perf_counter() - t0
@@ -103,9 +105,9 @@ def _ms(xs: list[float], fmt: str) -> str:
             f"{fmt.format(statistics.mean(xs))} +- {fmt.format(statistics.stdev(xs))}")
 
 
-def table(rows: list[dict], evaluations: int) -> str:
+def table(rows: list[dict], evaluations: int, job: str) -> str:
     full_items = evaluations * 3 * FULL_ITEMS
-    out = [f"same search, {evaluations} candidates (items in all include every bank evaluation; "
+    out = [f"{job}: same search, {evaluations} candidates (items in all include every bank evaluation; "
            f"full split = {full_items:,})", "",
            "| fitness | seeds | items in all | fewer than full | search wall s | best search mean | best TEST mean |"
            " per seed TEST |", "|---|---|---:|---:|---:|---:|---:|---|"]
@@ -122,6 +124,7 @@ def table(rows: list[dict], evaluations: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--job", default="zoo_demo", help="the search: a shipped experiment name (3 tasks)")
     ap.add_argument("--evaluations", type=int, default=None)
     ap.add_argument("--runs-dir", default="runs/irt_search")
     ap.add_argument("--only", help=f"comma-separated rows (default all: {', '.join(FITNESS)})")
@@ -132,6 +135,7 @@ def main() -> None:
     args = ap.parse_args()
     evaluations = args.evaluations or (24 if args.quick else 64)
     runs = Path(args.runs_dir + ("-quick" if args.quick else ""))
+    runs = runs if args.job == "zoo_demo" else runs / args.job
     kinds = args.only.split(",") if args.only else list(FITNESS)
     unknown = [k for k in kinds if k not in FITNESS]
     if unknown:
@@ -144,8 +148,8 @@ def main() -> None:
             if cached.exists():
                 rows.append(json.loads(cached.read_text()))
             elif not args.print_only:
-                rows.append(run_row(k, evaluations, runs, args.bank, s))
-    print(table(rows, evaluations))
+                rows.append(run_row(k, evaluations, runs, args.bank, s, args.job))
+    print(table(rows, evaluations, args.job))
     runs.mkdir(parents=True, exist_ok=True)
     (runs / "summary.json").write_text(json.dumps(rows, indent=1))
 

@@ -215,10 +215,10 @@ def validate_run(cfg: RunConfig):
                                population=cfg.optimizer.population, budget=cfg.budget.evaluations,
                                options=cfg.optimizer.options)
     resolve_schedule(cfg, optimizer)
-    from evomerge.run.warm_start import warm_start_points
+    from evomerge.run.warm_start import takes_warm_start, warm_start_points
 
-    if warm_start_points(cfg, space) and not optimizer.supports_enqueue and cfg.optimizer.warm_start != "auto":
-        raise ConfigError(f"optimizer {cfg.optimizer.name!r} cannot take warm-start points; set warm_start: none")
+    if warm_start_points(cfg, space):
+        takes_warm_start(cfg, optimizer)  # raises for explicit points the plugin cannot take
     return space, optimizer, worker_cls
 
 

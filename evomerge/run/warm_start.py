@@ -66,14 +66,22 @@ def warm_start_points(cfg: RunConfig, space) -> list[tuple[str, Point]]:
     return out
 
 
+def takes_warm_start(cfg: RunConfig, optimizer) -> bool:
+    """Whether the points go to ``optimizer``: False for ``auto`` on a plugin that takes none; an error for
+    points the config names explicitly."""
+    if optimizer.supports_enqueue:
+        return True
+    if cfg.optimizer.warm_start != "auto":
+        raise ConfigError(f"optimizer {cfg.optimizer.name!r} cannot take warm-start points; set warm_start: none")
+    return False
+
+
 def enqueue_warm_start(cfg: RunConfig, space, optimizer) -> int:
     """Queue the warm-start points on a fresh optimizer; returns how many (0 if the plugin takes none)."""
     points = warm_start_points(cfg, space)
     if not points:
         return 0
-    if not optimizer.supports_enqueue:
-        if cfg.optimizer.warm_start != "auto":
-            raise ConfigError(f"optimizer {cfg.optimizer.name!r} cannot take warm-start points; set warm_start: none")
+    if not takes_warm_start(cfg, optimizer):
         log.info("warm start: optimizer %s takes no enqueued points; skipped", cfg.optimizer.name)
         return 0
     optimizer.enqueue([p for _, p in points], [label for label, _ in points])

@@ -34,15 +34,17 @@ class FidelityConfig(BaseModel):
     ``estimate + z * std_error >= threshold``, where the threshold is the ``top_k``-th best value the search
     has told so far (seed models' pool accuracies included); one that passes the last level answers the
     whole pool (``full_pool``), so the best candidates are scored on the pool exactly (no IRT shrinkage).
-    The optimizer is told the estimate at the fidelity reached. ``levels: [20], top_k: 1, z: 0`` (the
-    default) is no racing: 20 adaptive items per task, and the whole pool for a candidate that beats the
-    best so far."""
+    The optimizer is told the estimate at the fidelity reached. The default (``levels: [8, 20, 40], top_k:
+    3, z: 1``) was chosen on the zoo demo over 5 seeds (README, ``benchmarks/irt_search.py``): it found
+    better merges than ``levels: [20], top_k: 1, z: 0`` (no racing: 20 adaptive items per task, the whole
+    pool only for a candidate that beats the best so far), whose winners were often lucky early pool scores
+    that later candidates' shrunk estimates could not reach."""
 
     model_config = ConfigDict(extra="forbid")
 
-    levels: list[int] = Field(default_factory=lambda: [20])
-    top_k: int = Field(1, ge=1)
-    z: float = Field(0.0, ge=0)
+    levels: list[int] = Field(default_factory=lambda: [8, 20, 40])
+    top_k: int = Field(3, ge=1)
+    z: float = Field(1.0, ge=0)
     full_pool: bool = True
 
     @field_validator("levels")
