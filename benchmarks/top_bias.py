@@ -59,8 +59,7 @@ def target_items(report, record: dict) -> dict[str, set[int]] | None:
     seed = report.run_dir / "item_bank" / "online_seed.json"
     if seed.exists():
         return {t: set(map(int, v)) for t, v in json.loads(seed.read_text())["pool"].items()}
-    f = report.config.fitness
-    if f.get("estimator") == "full" or f.get("estimator") in ("adaptive", "pirt", "gpirt", "mpirt", "gmpirt"):
+    if report.config.fitness.get("estimator") != "subset_mean":  # full split, or IRT over a whole-split bank
         return None
     return {t: set(map(int, v)) for t, v in record["item_results"].items()}
 
