@@ -34,7 +34,7 @@ from evomerge.fitness.cache import EndpointCache
 from evomerge.fitness.population import bank_from_results, evaluate_merges, evaluate_population, random_recipes
 from evomerge.fitness.results import ItemResults
 from evomerge.resources import shipped_dir
-from top_bias import summarise, told_bias, top_records
+from top_bias import full_split_results, summarise, told_bias
 
 SKILLS = ["add", "reverse", "sort"]
 SIZES = [10, 20, 50, 100]
@@ -100,6 +100,11 @@ def predict(bank, est_name: str, anchor_method: str, n: int, cands: list[ItemRes
     return np.array([[est.estimate(a.scores)[t] for t in tasks] for a in answered]), answered
 
 
+def combos(args) -> list[tuple[str, str]]:
+    """(estimator, anchors) pairs to print: all, or those of ``--estimators``."""
+    return [c for c in COMBOS if not args.estimators or c[0] in args.estimators.split(",")]
+
+
 def held_out_table(args, bank, cands: dict[str, ItemResults], tasks: list[str]) -> None:
     n_full = sum(len(v) for v in bank.item_ids.values())
     truth = np.array([[c.metrics[t] for t in tasks] for c in cands.values()])
@@ -107,9 +112,7 @@ def held_out_table(args, bank, cands: dict[str, ItemResults], tasks: list[str]) 
     header = f"{'estimator':<9} {'anchors':<15} {'items/task':>10} {'cost x':>7} {'MAE':>7} {'max':>7} {'spearman':>9}"
     print(header + "\n" + "-" * len(header))
     for n in SIZES:
-        for est_name, anchor_method in COMBOS:
-            if args.estimators and est_name not in args.estimators.split(","):
-                continue
+        for est_name, anchor_method in combos(args):
             pred, answered = predict(bank, est_name, anchor_method, n, list(cands.values()), tasks)
             err = np.abs(pred - truth)
             rho = np.nanmean([spearmanr(pred[:, k], truth[:, k])[0] for k in range(len(tasks))])
@@ -125,16 +128,14 @@ def top_of_table(args, bank, tasks: list[str]) -> None:
     from evomerge.run.report import RunReport
 
     report = RunReport.load(args.top_of)
-    top = top_records(report, args.top)
-    cands = [ItemResults.from_dict({"scores": r["item_results"]}) for r in top]
+    top = report.ranked()[:args.top]
+    cands = list(full_split_results(report, top).values())
     truth = np.array([[c.metrics[t] for t in tasks] for c in cands])
     print(f"\ntop {len(top)} of the full-split search {args.top_of} (full mean {truth.mean(1).min():.3f}-"
           f"{truth.mean(1).max():.3f}); bank: {len(bank.models)} models; 20 items per task")
     header = f"{'estimator':<9} {'anchors':<15} {'bias':>8} {'MAE':>7} {'max':>7}  bias per task"
     print(header + "\n" + "-" * len(header))
-    for est_name, anchor_method in COMBOS:
-        if args.estimators and est_name not in args.estimators.split(","):
-            continue
+    for est_name, anchor_method in combos(args):
         pred, _ = predict(bank, est_name, anchor_method, 20, cands, tasks)
         m = summarise(pred, truth)
         ok = " *" if abs(m["bias"]) <= 0.01 else ""

@@ -20,10 +20,6 @@ FULL_SPLIT_FILE = Path("pareto") / "full_split.json"
 REDUCED = ("anchors", "items_per_task", "population", "bank", "online", "fidelity", "estimator_params")
 
 
-def top_records(report, k: int) -> list[dict]:
-    return report.ranked()[:k]
-
-
 def full_split_results(report, records: list[dict]) -> dict[int, ItemResults]:
     """Full search-split results of ``records`` (by eval_id), evaluating only those not cached yet."""
     from evomerge.execution import EXECUTORS
@@ -67,7 +63,7 @@ def target_items(report, record: dict) -> dict[str, set[int]] | None:
 def told_bias(report, k: int = 10) -> dict:
     """The top ``k`` candidates' told per-task values against their full-split accuracy, split into the
     estimator's error against its own target items and the target items' offset from the whole split."""
-    top = top_records(report, k)
+    top = report.ranked()[:k]
     truth = full_split_results(report, top)
     tasks = list(report.config.fitness["tasks"])
     told = np.array([[r["metrics"][t] for t in tasks] for r in top])
