@@ -14,7 +14,13 @@ CMA-ES on the full zoo; ``zoo2_demo`` is the same search on the second zoo):
   generation from every candidate's answers), 20 items per skill, the whole pool for a candidate whose
   estimate beats the best so far;
 - ``online_race``: the same with racing: 8 items per skill, then 20, then 40 while estimate + se reaches the
-  3rd best value so far, then the pool.
+  3rd best value so far, then the pool (the default settings of ``bank: online``);
+- ``online_race_p200``: racing on a 200-item pool per skill, never the whole pool: every value is an IRT
+  estimate from at most 40 adaptive items per skill (no exact pool score to overfit);
+- ``fresh_items``: 100 items per skill drawn anew for every candidate (independent samples: nothing fixed to
+  overfit, the same cost as ``subset_mean``); an experiment, not a fitness users get: the benchmark swaps the
+  online bank's request for a per-candidate sample (seeded by the order candidates are sent, so a resumed row
+  draws other items).
 
 Columns: items evaluated in all INCLUDING every bank evaluation (seed rows, up-front bank), search wall time,
 the best candidate's TEST mean (500 unseen items per skill), per seed and mean +- std over seeds.
@@ -26,6 +32,8 @@ resumed by ``run_search``). ``--quick``: 24 candidates, runs in ``--runs-dir``-q
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import statistics
 import time
@@ -40,7 +48,11 @@ FITNESS = {
                "fidelity": {"levels": [20], "top_k": 1, "z": 0.0}},
     "online_race": {"estimator": "adaptive", "bank": "online", "online": {"pool_per_task": 100},
                     "fidelity": {"levels": [8, 20, 40], "top_k": 3, "z": 1.0}},
+    "online_race_p200": {"estimator": "adaptive", "bank": "online", "online": {"pool_per_task": 200},
+                         "fidelity": {"levels": [8, 20, 40], "top_k": 3, "z": 1.0, "full_pool": False}},
+    "fresh_items": {"estimator": "adaptive", "bank": "online", "online": {"pool_per_task": 100}},
 }
+FRESH_ITEMS = 100  # per skill and candidate, the fresh_items row
 FULL_ITEMS = 1000  # search-split items per skill
 
 
@@ -64,13 +76,30 @@ def bank_items(cfg, run_dir: Path) -> tuple[int, int]:
 
     f = cfg.fitness
     seed = run_dir / "item_bank" / "online_seed.json"
-    if f.get("bank") == "online":
+    if f.get("bank") == "online" and seed.exists():
         rows = json.loads(seed.read_text())["rows"]
         return len(rows), sum(len(v) for row in rows.values() for v in row.values())
     if f.get("bank") == "build" and (run_dir / "item_bank" / "bank.npz").exists():
         resp = np.load(run_dir / "item_bank" / "bank.npz")["responses"]
         return resp.shape[0], int((~np.isnan(resp)).sum())
     return 0, 0
+
+
+@contextlib.contextmanager
+def fresh_item_requests(items_per_task: int):
+    """Every candidate answers its own seeded random sample of the search split (``fresh_items`` row)."""
+    from evomerge.fitness.online.request import FitnessRequest
+    from evomerge.run.online import OnlineFitness
+
+    sent = itertools.count()
+    original = OnlineFitness.request, OnlineFitness.prepare
+    OnlineFitness.request = lambda self, n_fit, n_rank: FitnessRequest(
+        pool_per_task=items_per_task, seed=1_000_003 * self.fcfg.seed + next(sent))
+    OnlineFitness.prepare = lambda self: None  # no seed rows: nothing is fitted
+    try:
+        yield
+    finally:
+        OnlineFitness.request, OnlineFitness.prepare = original
 
 
 def run_row(kind: str, evaluations: int, runs_dir: Path, bank: str | None, seed: int, job: str = "zoo_demo"
@@ -85,7 +114,8 @@ def run_row(kind: str, evaluations: int, runs_dir: Path, bank: str | None, seed:
         return json.loads(result.read_text())
     cfg = config(kind, evaluations, bank, seed, job)
     t0 = time.perf_counter()
-    run_search(cfg, run_dir)
+    with fresh_item_requests(FRESH_ITEMS) if kind == "fresh_items" else contextlib.nullcontext():
+        run_search(cfg, run_dir)
     wall = time.perf_counter() - t0
     report = RunReport.load(run_dir)
     best = report.best()
