@@ -90,6 +90,12 @@ class Worker(ABC):
         """Names of the metrics ``evaluate`` reports (objectives must be among them)."""
         raise NotImplementedError
 
+    @classmethod
+    def partial_split(cls, fitness_cfg: BaseModel) -> bool:
+        """True when told values come from part of the search split and ``evaluate`` takes a ``request``
+        naming items: the run's finalists are then re-scored on fresh items (``run/finalists.py``)."""
+        return False
+
     @abstractmethod
     def evaluate(self, recipe, split: str = "search") -> CandidateResult:
         """Evaluate one recipe on the ``search`` or ``test`` split; may raise (the caller records failures).

@@ -69,6 +69,12 @@ class LMEvalWorker(Worker):
     def metrics(cls, fitness_cfg) -> list[str]:
         return list(fitness_cfg.metrics) + ["mean", "num_layers", "params_m"]
 
+    @classmethod
+    def partial_split(cls, fitness_cfg) -> bool:
+        from evomerge.fitness.estimators import ESTIMATORS
+
+        return not ESTIMATORS.get(fitness_cfg.estimator).full_split
+
     def evaluate(self, recipe, split: str = "search", request=None) -> CandidateResult:
         import torch
 

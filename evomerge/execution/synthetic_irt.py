@@ -108,6 +108,10 @@ class SyntheticIRTWorker(Worker):
             self.n_answered += len(ids)
         return out
 
+    @classmethod
+    def partial_split(cls, fitness_cfg) -> bool:
+        return fitness_cfg.bank == "online"
+
     def evaluate(self, recipe, split: str = "search", request=None) -> CandidateResult:
         t0 = time.perf_counter()
         if self.cfg.sleep_s:

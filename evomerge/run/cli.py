@@ -151,6 +151,10 @@ def status_cmd(run_dir: Path, top: int, no_plots: bool) -> None:
         mark = " *" if r["eval_id"] in front_ids else ""
         t.add_row(f"{r['eval_id']}{mark}", str(r["gen"]), *[_fmt(v) for v in r["values"]], _fmt(test))
     out.print(t)
+    fin = rep.finalists()
+    if fin:
+        out.print(f"winner: candidate {rep.best()['eval_id']}, the best of {len(fin)} finalists re-scored on fresh "
+                  "search items (told + fresh pooled): " + ", ".join(f"{e}: {_fmt(v['value'])}" for e, v in fin.items()))
     g = Table(title="per generation (* = on the Pareto front)")
     for c in ("gen", "evaluated", "failed", "best so far", "hypervolume"):
         g.add_column(c, justify="right")
@@ -221,6 +225,10 @@ def demo_cmd(run_dir: Path, variant: str) -> None:
         t.add_row(r["model"], *[f"{100 * r['test'][k]:.1f}" for k in res["tasks"]], f"{100 * r['test']['mean']:.1f}",
                   "-" if margin is None else f"{100 * margin:+.1f}")
     Console().print(t)
+    fin = res.get("winner_finalist")
+    if fin:
+        click.echo(f"winner: candidate {res['winner_id']}, the best of the finalists re-scored on "
+                   f"{sum(fin['fresh_items'].values())} fresh search items (RUN_DIR/finalists.json)")
     verdict = "beats" if res["beats_all"] else "does NOT beat"
     click.echo(f"the searched recipe {verdict} every parent and the best simple merge "
                "(uniform average, task arithmetic, TIES) "

@@ -72,6 +72,16 @@ class BudgetConfig(_Strict):
         return self
 
 
+class FinalistsConfig(_Strict):
+    """After the budget: the ``top`` candidates by told value answer ``items_per_task`` search items per task
+    that none of them has answered, and the winner is the best of them on their told items and these pooled
+    (``run/finalists.py``). ``top: 0`` names the best told value the winner. Not part of a run's identity: a
+    finished run resumed with other settings re-scores its finalists."""
+
+    top: int = Field(5, ge=0)
+    items_per_task: int = Field(200, ge=1)
+
+
 class WarmStartRecipe(_Strict):
     """A recipe to evaluate first (e.g. an earlier stage's winner: ``{recipe: {best_of: ps}}`` in a staged job)."""
 
@@ -127,6 +137,7 @@ class RunConfig(_Strict):
     budget: Optional[BudgetConfig] = None
     executor: ExecutorConfig = ExecutorConfig()
     run_dir: Optional[str] = None
+    finalists: FinalistsConfig = FinalistsConfig()
     # config.json fields of the models (model_type, hidden_size, ...): lets `evomerge plan` size a job whose
     # models are not on this machine; ignored when they are
     architecture: Optional[dict[str, Any]] = None

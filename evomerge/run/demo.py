@@ -85,7 +85,7 @@ def compare_with_baselines(run_dir: Path, say: Callable[[str], None] = log.info,
     margins = {r["model"]: winner["test"]["mean"] - r["test"]["mean"] for r in base["rows"]}
     return {"run_dir": str(run_dir), "tasks": list(cfg.fitness["tasks"]), "rows": rows,
             "search_scores": base["search_scores"], "winner_search": best["metrics"], "winner_id": best["eval_id"],
-            "winner_origin": best.get("origin"), "margin_vs": margins,
+            "winner_origin": best.get("origin"), "winner_finalist": best.get("finalist"), "margin_vs": margins,
             "beats_all": bool(all(m > 0 for m in margins.values())),
             "min_margin": float(np.min(list(margins.values())))}
 

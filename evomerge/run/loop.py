@@ -45,10 +45,10 @@ def default_run_dir(cfg: RunConfig) -> Path:
 
 
 def _identity(cfg: RunConfig) -> dict[str, Any]:
-    """The parts of a config that define *which* run it is (budget, run_dir and the executor may change on
-    resume: a run can go on with more workers or on a cluster)."""
+    """The parts of a config that define *which* run it is (budget, run_dir, the executor and the finalists
+    may change on resume: a run can go on with more workers or on a cluster)."""
     d = cfg.model_dump(mode="json")
-    for key in ("budget", "run_dir", "description", "executor"):
+    for key in ("budget", "run_dir", "description", "executor", "finalists"):
         d.pop(key, None)
     return d
 
@@ -222,6 +222,9 @@ def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[
     try:
         _start_online(ctx)
         gen = (run_steady_state if schedule == "steady_state" else run_generational)(ctx)
+        from evomerge.run.finalists import score_finalists
+
+        score_finalists(ctx)
     finally:
         ctx.close()
     ctx.emit("done", gen=gen, n_evals=len(ctx.ledger))

@@ -49,8 +49,29 @@ class RunReport:
         return sorted(self.ok(), key=lambda r: (sign * r["values"][0], r["eval_id"]))
 
     def best(self) -> Optional[dict[str, Any]]:
+        """The winner: the best finalist re-scored on fresh items (``run/finalists.py``; its record gets a
+        ``finalist`` entry), else the candidate with the best told value."""
         ranked = self.ranked()
-        return ranked[0] if ranked else None
+        if not ranked:
+            return None
+        fin = self.finalists()
+        if fin:
+            sign = 1.0 if self.directions[0] == "maximize" else -1.0
+            eid = max(fin, key=lambda e: (sign * fin[e]["value"], -e))
+            return {**next(r for r in ranked if r["eval_id"] == eid), "finalist": fin[eid]}
+        return ranked[0]
+
+    def finalists(self) -> dict[int, dict[str, Any]]:
+        """Scored finalists by eval_id ({} when none, or when the ledger's top has changed since)."""
+        from evomerge.run.finalists import load_finalists
+
+        data = load_finalists(self.run_dir)
+        if data is None:
+            return {}
+        ids = data["settings"].get("candidates", [])
+        if ids != [r["eval_id"] for r in self.ranked()[:len(ids)]]:
+            return {}
+        return {int(k): v for k, v in data["finalists"].items() if v["status"] == "ok"}
 
     def front(self) -> list[dict[str, Any]]:
         """The non-dominated successful candidates (duplicate recipes kept once)."""

@@ -4,7 +4,8 @@ The driver owns the online bank (refitted from the ledger) and the racing thresh
 :class:`FitnessRequest` with each candidate and runs :func:`answer_request` against its own evaluator, so a
 candidate is merged once and answers all its items in one worker call (local or Ray alike):
 
-- seed mode (``items`` or ``pool_per_task``): answer exactly these items (the pool: base and parents);
+- seed mode (``items`` or ``pool_per_task``): answer exactly these items (the pool: base and parents), or
+  ``pool_per_task`` items per task drawn from the split without ``exclude`` (a run's finalists);
 - bank mode: ``levels`` rounds of adaptively chosen pool items (each round brings every task up to the
   level's item count; items picked greedily to shrink the posterior variance of the task's pool accuracy),
   stopping as soon as ``estimate + z * se < threshold`` (racing); past the last level, a candidate that still
@@ -60,6 +61,7 @@ class FitnessRequest:
     full_pool: bool = True
     threshold: Optional[float] = None
     z: float = 0.0
+    exclude: Optional[dict[str, list[int]]] = None  # seed mode: items not to draw
 
 
 def sample_pool(all_items: Mapping[str, list[int]], k: int, seed: int) -> dict[str, list[int]]:
@@ -139,7 +141,11 @@ def answer_request(req: FitnessRequest, evaluate: Callable[[dict[str, list[int]]
     """Run a request: (per-task values, every answer, fidelity record: items, se, level, stopped)."""
     answers: Scores = {}
     if req.bank is None:
-        items = req.items or (sample_pool(all_items(), req.pool_per_task, req.seed) if req.pool_per_task else None)
+        items = req.items
+        if not items and req.pool_per_task:
+            skip = {t: {int(i) for i in v} for t, v in (req.exclude or {}).items()}
+            left = {t: [i for i in v if i not in skip.get(t, ())] for t, v in all_items().items()}
+            items = {t: v for t, v in sample_pool(left, req.pool_per_task, req.seed).items() if v}
         if not items:
             raise EvomergeError("fitness request names neither items nor a bank")
         _merge(answers, evaluate(items))
