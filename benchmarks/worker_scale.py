@@ -178,7 +178,6 @@ def main() -> None:
     args = ap.parse_args()
 
     from rich.console import Console
-    from rich.table import Table
 
     from evomerge.merge import to_mergekit_yaml
     from evomerge.models.safetensors_io import LazyCheckpoint

@@ -4,7 +4,6 @@ kill -9 + resume reproduces the ledger, ``evomerge bank show / merge`` and their
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

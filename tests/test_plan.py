@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 import torch
 from click.testing import CliRunner
 
