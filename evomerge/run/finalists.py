@@ -34,7 +34,7 @@ FILE = "finalists.json"
 def pooled(told: dict[str, float], answered: dict[str, int], fresh: dict[str, float], n_fresh: dict[str, int]
            ) -> dict[str, float]:
     """Per task: the told value and the fresh accuracy, weighted by their item counts; plus their ``mean``."""
-    out = {t: (answered.get(t, 0) * told[t] + n_fresh[t] * fresh[t]) / (answered.get(t, 0) + n_fresh[t])
+    out = {t: (answered.get(t, 0) * told[t] + n_fresh[t] * fresh[t]) / max(answered.get(t, 0) + n_fresh[t], 1)
            for t in fresh}
     out["mean"] = float(np.mean(list(out.values())))
     return out
@@ -75,6 +75,7 @@ def score_finalists(ctx: "SearchContext") -> Optional[dict[str, Any]]:
         return None
     report = RunReport(ctx.run_dir, ctx.cfg, ctx.ledger.records(), 0)
     metric = ctx.cfg.objectives[0].metric
+    task_names = list(ctx.cfg.fitness["tasks"])  # a task with no fresh item left keeps its told value
     top = report.ranked()[:ctx.cfg.finalists.top]
     if len(top) < 2:
         return None
@@ -88,19 +89,19 @@ def score_finalists(ctx: "SearchContext") -> Optional[dict[str, Any]]:
             answered.setdefault(t, set()).update(int(i) for i in v)
     req = FitnessRequest(pool_per_task=ctx.cfg.finalists.items_per_task, seed=ctx.cfg.seed,
                          exclude={t: sorted(v) for t, v in answered.items()})
-    tasks = [(r["eval_id"], recipe_from_dict(r["recipe"]), req) for r in top]
+    jobs = [(r["eval_id"], recipe_from_dict(r["recipe"]), req) for r in top]
     log.info("scoring %d finalists on %d fresh items per task", len(top), ctx.cfg.finalists.items_per_task)
     ctx.emit("finalists", n=len(top))
     rows = {}
-    for eid, res in ctx.executor.map(tasks):
+    for eid, res in ctx.executor.map(jobs):
         rec = next(r for r in top if r["eval_id"] == eid)
         if res.status != "ok" or not res.item_results:
             rows[str(eid)] = {"status": "failed", "reason": res.reason or "no fresh items left"}
             continue
-        n_fresh = {t: len(v) for t, v in res.item_results.items()}
-        fresh = {t: res.objectives[t] for t in n_fresh}
-        told = {t: float(rec["metrics"][t]) for t in n_fresh}
-        values = pooled(told, {t: len(rec["item_results"].get(t, {})) for t in n_fresh}, fresh, n_fresh)
+        n_fresh = {t: len(res.item_results.get(t, {})) for t in task_names}
+        told = {t: float(rec["metrics"][t]) for t in task_names}
+        fresh = {t: float(res.objectives[t]) if n_fresh[t] else told[t] for t in task_names}
+        values = pooled(told, {t: len(rec["item_results"].get(t, {})) for t in task_names}, fresh, n_fresh)
         rows[str(eid)] = {"status": "ok", "told": told, "fresh": fresh, "fresh_items": n_fresh,
                           "metrics": values, "value": values[metric], "item_results": res.item_results}
     out = {"settings": want, "metric": metric, "finalists": rows}
