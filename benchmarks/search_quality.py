@@ -8,10 +8,11 @@ the job's own: the same for every seed), then its winner is scored on the test s
 uniform average and the best task-arithmetic and TIES merges (picked on the search split) by the demo's own
 comparison (``evomerge.run.demo.compare_with_baselines``; the baselines are scored once per job and cached).
 Printed per seed: the winner's test mean (and where it came from), best parent, best simple merge, winner -
-best simple, candidates and items evaluated (the finalists' fresh items included), search wall time; then mean +- std and min over the seeds, and the
-issue-16 targets (winner beats the best simple merge in every seed, by >= 5 points on average; std <= 1.5;
-min >= seed-0 result - 2). ``--quick``: seeds 0,1 with 24 evaluations. Runs are kept in ``--runs-dir``: a
-second call only prints (and an interrupted search resumes).
+best simple, candidates and items evaluated (the finalists' fresh items included), search wall time; then
+mean +- std and min over the seeds, and the issue-16 targets (winner beats the best simple merge in every
+seed, by >= 5 points on average; std <= 1.5; min >= seed-0 result - 2). ``--quick``: seeds 0,1 with 24
+evaluations. Runs are kept in ``--runs-dir``: a second call only prints, after scoring the finalists of a
+search finished before they existed (and an interrupted search resumes).
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ FILE = "finalists.json"
 def pooled(told: dict[str, float], answered: dict[str, int], fresh: dict[str, float], n_fresh: dict[str, int]
            ) -> dict[str, float]:
     """Per task: the told value and the fresh accuracy, weighted by their item counts; plus their ``mean``."""
-    out = {t: (answered.get(t, 0) * told[t] + n_fresh[t] * fresh[t]) / max(answered.get(t, 0) + n_fresh[t], 1)
-           for t in fresh}
+    out = {t: (answered.get(t, 0) * told[t] + n_fresh[t] * fresh[t]) / (answered.get(t, 0) + n_fresh[t])
+           if answered.get(t, 0) + n_fresh[t] else told[t] for t in fresh}
     out["mean"] = float(np.mean(list(out.values())))
     return out
 

@@ -190,6 +190,7 @@ class SearchContext:
 
 
 def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[Progress]) -> None:
+    from evomerge.run.finalists import score_finalists
     from evomerge.run.generational import run_generational
     from evomerge.run.steady_state import run_steady_state
 
@@ -222,8 +223,6 @@ def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[
     try:
         _start_online(ctx)
         gen = (run_steady_state if schedule == "steady_state" else run_generational)(ctx)
-        from evomerge.run.finalists import score_finalists
-
         score_finalists(ctx)
     finally:
         ctx.close()
