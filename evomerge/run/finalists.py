@@ -92,9 +92,10 @@ def score_finalists(ctx: "SearchContext") -> Optional[dict[str, Any]]:
     jobs = [(r["eval_id"], recipe_from_dict(r["recipe"]), req) for r in top]
     log.info("scoring %d finalists on %d fresh items per task", len(top), ctx.cfg.finalists.items_per_task)
     ctx.emit("finalists", n=len(top))
+    by_id = {r["eval_id"]: r for r in top}
     rows = {}
     for eid, res in ctx.executor.map(jobs):
-        rec = next(r for r in top if r["eval_id"] == eid)
+        rec = by_id[eid]
         if res.status != "ok" or not res.item_results:
             rows[str(eid)] = {"status": "failed", "reason": res.reason or "no fresh items left"}
             continue

@@ -54,22 +54,24 @@ class RunReport:
         ranked = self.ranked()
         if not ranked:
             return None
-        fin = self.finalists()
+        fin = self.finalists(ranked)
         if fin:
             sign = 1.0 if self.directions[0] == "maximize" else -1.0
             eid = max(fin, key=lambda e: (sign * fin[e]["value"], -e))
             return {**next(r for r in ranked if r["eval_id"] == eid), "finalist": fin[eid]}
         return ranked[0]
 
-    def finalists(self) -> dict[int, dict[str, Any]]:
-        """Scored finalists by eval_id ({} when none, or when the ledger's top has changed since)."""
+    def finalists(self, ranked: Optional[list[dict[str, Any]]] = None) -> dict[int, dict[str, Any]]:
+        """Scored finalists by eval_id ({} when none, or when the ledger's top has changed since);
+        ``ranked``: ``self.ranked()`` if the caller has it already."""
         from evomerge.run.finalists import load_finalists
 
         data = load_finalists(self.run_dir)
         if data is None:
             return {}
         ids = data["settings"].get("candidates", [])
-        if ids != [r["eval_id"] for r in self.ranked()[:len(ids)]]:
+        ranked = self.ranked() if ranked is None else ranked
+        if ids != [r["eval_id"] for r in ranked[:len(ids)]]:
             return {}
         return {int(k): v for k, v in data["finalists"].items() if v["status"] == "ok"}
 
