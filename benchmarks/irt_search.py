@@ -2,9 +2,12 @@
 
     python benchmarks/irt_search.py [--job zoo_demo] [--evaluations 64] [--only ROW,...] [--seeds 0,1,2]
                                     [--quick] [--runs-dir runs/irt_search] [--bank DIR]
+                                    [--space YAML] [--finalist-items N]
 
-Rows (``--job``: the README demo search ``zoo_demo`` by default, task-arithmetic weights per 2-layer group,
-CMA-ES on the full zoo; ``zoo2_demo`` is the same search on the second zoo):
+Rows (``--job``: the README demo search ``zoo_demo`` by default, CMA-ES on the full zoo; ``zoo2_demo`` is the
+same search on the second zoo; ``--space`` replaces the job's space, e.g. by the previous demo space the
+README's tables were measured on, and ``--finalist-items`` the finalists' items per task; the row's fitness
+replaces the job's):
 
 - ``full``: every search item (1000 per skill);
 - ``subset_mean``: 100 random items per skill (the demo's choice);
@@ -23,7 +26,7 @@ CMA-ES on the full zoo; ``zoo2_demo`` is the same search on the second zoo):
   draws other items).
 
 Columns: items evaluated in all INCLUDING every bank evaluation (seed rows, up-front bank) and the finalists'
-fresh items (``finalists`` in the run config: the top 5 re-scored on 200 fresh items per skill), search wall
+fresh items (``finalists`` in the run config: the top 5 re-scored on fresh items per skill), search wall
 time, the winner's TEST mean (500 unseen items per skill), per seed and mean +- std over seeds, and the TEST
 mean of the candidate with the best told value (the winner without finalists).
 Each (row, seed) is cached in ``--runs-dir/ROW-seedS/result.json`` (``--runs-dir/JOB/ROW-seedS`` for another
@@ -35,11 +38,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import itertools
 import json
 import statistics
 import time
 from pathlib import Path
+
+import yaml
+
+# the demo's space until the per-layer attention / MLP one (the README's irt_search tables were measured on it)
+PREVIOUS_DEMO_SPACE = "{preset: task_arithmetic_layerwise, weight: {low: 0.0, high: 1.0, default: 0.333}}"
 
 FITNESS = {
     "full": {"estimator": "full"},
@@ -58,13 +67,18 @@ FRESH_ITEMS = 100  # per skill and candidate, the fresh_items row
 FULL_ITEMS = 1000  # search-split items per skill
 
 
-def config(kind: str, evaluations: int, bank: str | None = None, seed: int = 0, job: str = "zoo_demo"):
+def config(kind: str, evaluations: int, bank: str | None = None, seed: int = 0, job: str = "zoo_demo",
+           space: dict | None = None, finalist_items: int | None = None):
     from evomerge.run import load_run_config, run_config_from_dict
 
     data = load_run_config(job).model_dump(mode="json")
+    if space:
+        data["space"] = space
+    if finalist_items:
+        data["finalists"] = {**data.get("finalists", {}), "items_per_task": finalist_items}
     data["name"] = f"irt_search_{kind}"
     data["seed"] = seed
-    drop = ("estimator", "anchors", "items_per_task", "population", "bank", "online", "fidelity")
+    drop = ("estimator", "anchors", "items_per_task", "population", "bank", "online", "fidelity", "resample")
     data["fitness"] = {k: v for k, v in data["fitness"].items() if k not in drop} | FITNESS[kind]
     data["budget"] = {"evaluations": evaluations}
     if bank and kind == "adaptive_bank":
@@ -104,8 +118,8 @@ def fresh_item_requests(items_per_task: int):
         OnlineFitness.request, OnlineFitness.prepare = original
 
 
-def run_row(kind: str, evaluations: int, runs_dir: Path, bank: str | None, seed: int, job: str = "zoo_demo"
-            ) -> dict:
+def run_row(kind: str, evaluations: int, runs_dir: Path, bank: str | None, seed: int, job: str = "zoo_demo",
+            space: dict | None = None, finalist_items: int | None = None) -> dict:
     """Run (or load) one row's search for one seed; a search cached before finalists existed gets them
     scored now (its config's ``finalists`` defaults apply; the search itself is finished, nothing else runs)."""
     from evomerge.run import resume, run_search
@@ -116,7 +130,7 @@ def run_row(kind: str, evaluations: int, runs_dir: Path, bank: str | None, seed:
     if cached is not None and "told_test" in cached:
         return cached
     patch = fresh_item_requests(FRESH_ITEMS) if kind == "fresh_items" else contextlib.nullcontext()
-    cfg = config(kind, evaluations, bank, seed, job)
+    cfg = config(kind, evaluations, bank, seed, job, space, finalist_items)
     t0 = time.perf_counter()
     with patch:
         if cached is None:
@@ -181,10 +195,19 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="24 candidates (runs kept apart from full-size ones)")
     ap.add_argument("--bank", help="an up-front item bank for the adaptive_bank row (else it builds one)")
     ap.add_argument("--print-only", action="store_true", help="print the cached rows, run nothing")
+    ap.add_argument("--space", help="the job's space replaced by this one: a YAML mapping (e.g. the previous demo "
+                    f"space, {PREVIOUS_DEMO_SPACE!r}); runs kept in --runs-dir/space-HASH")
+    ap.add_argument("--finalist-items", type=int, help="finalists.items_per_task (default: the config's; the "
+                    "README tables: 200)")
     args = ap.parse_args()
+    space = yaml.safe_load(args.space) if args.space else None
+    if space is not None and not isinstance(space, dict):
+        raise SystemExit(f"error: --space must be a YAML mapping, got {args.space!r}")
     evaluations = args.evaluations or (24 if args.quick else 64)
     runs = Path(args.runs_dir + ("-quick" if args.quick else ""))
     runs = runs if args.job == "zoo_demo" else runs / args.job
+    if space:
+        runs = runs / ("space-" + hashlib.sha256(json.dumps(space, sort_keys=True).encode()).hexdigest()[:8])
     kinds = args.only.split(",") if args.only else list(FITNESS)
     unknown = [k for k in kinds if k not in FITNESS]
     if unknown:
@@ -198,7 +221,7 @@ def main() -> None:
                 if cached.exists():
                     rows.append(json.loads(cached.read_text()))
             else:
-                rows.append(run_row(k, evaluations, runs, args.bank, s, args.job))
+                rows.append(run_row(k, evaluations, runs, args.bank, s, args.job, space, args.finalist_items))
     print(table(rows, evaluations, args.job))
     runs.mkdir(parents=True, exist_ok=True)
     (runs / "summary.json").write_text(json.dumps(rows, indent=1))

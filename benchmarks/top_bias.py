@@ -17,7 +17,7 @@ import numpy as np
 from evomerge.fitness.results import ItemResults
 
 FULL_SPLIT_FILE = Path("pareto") / "full_split.json"
-REDUCED = ("anchors", "items_per_task", "population", "bank", "online", "fidelity", "estimator_params")
+REDUCED = ("anchors", "items_per_task", "population", "bank", "online", "fidelity", "estimator_params", "resample")
 
 
 def full_split_results(report, records: list[dict]) -> dict[int, ItemResults]:

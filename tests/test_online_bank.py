@@ -18,7 +18,7 @@ from evomerge.fitness.online.request import BankView, FitnessRequest, answer_req
 from evomerge.run import run_config_from_dict, run_search
 from evomerge.run.ledger import Ledger
 
-from tests.test_run_resume import _spawn, kill_at_ledger_sizes, stable
+from tests.test_run_resume import killed_run_matches_uninterrupted
 
 
 def test_masked_fit_recovers_known_items_from_a_sparse_matrix():
@@ -99,17 +99,7 @@ def test_online_search_records_fidelity_and_keeps_a_bank(tmp_path):
 def test_sigkill_then_resume_gives_the_uninterrupted_ledger_with_the_online_bank(tmp_path, optimizer):
     cfg = search_cfg(sleep_s=0.03)
     cfg["optimizer"] = optimizer
-    run_search(run_config_from_dict(cfg), tmp_path / "ref")
-    reference = stable(tmp_path / "ref")
-    cfg_path = tmp_path / "c.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    run_dir = tmp_path / "killed"
-    killed, args = kill_at_ledger_sizes(cfg_path, run_dir, (2, 6, 9), wait_s=240)  # slow start-up when loaded
-    proc = _spawn(args)
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err.decode()
-    assert killed >= 2
-    assert stable(run_dir) == reference
+    killed_run_matches_uninterrupted(cfg, tmp_path, wait_s=240, timeout=600)  # slow start-up when loaded
 
 
 def _cli(*args):

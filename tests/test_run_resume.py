@@ -67,6 +67,23 @@ def kill_at_ledger_sizes(cfg_path, run_dir, targets, wait_s=60.0):
     return killed, args
 
 
+def killed_run_matches_uninterrupted(cfg: dict, tmp_path, targets=(2, 6, 9), wait_s=60.0, timeout=120) -> list:
+    """Run ``cfg`` uninterrupted, then again with kill -9 at ``targets`` ledger sizes and a final resume; assert
+    both ledgers match (and that at least two kills landed). Returns the reference ledger."""
+    run_search(run_config_from_dict(cfg), tmp_path / "ref")
+    reference = stable(tmp_path / "ref")
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    run_dir = tmp_path / "killed"
+    killed, args = kill_at_ledger_sizes(cfg_path, run_dir, targets, wait_s=wait_s)
+    proc = _spawn(args)
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err.decode()
+    assert killed >= 2
+    assert stable(run_dir) == reference
+    return reference
+
+
 @pytest.mark.parametrize("optimizer", [{"name": "cma", "population": 5},
                                        {"name": "optuna", "population": 4, "options": {"sampler": "tpe"}}])
 def test_sigkill_at_several_points_then_resume_gives_the_uninterrupted_ledger(tmp_path, optimizer):

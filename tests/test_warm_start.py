@@ -12,7 +12,7 @@ from evomerge.run.ledger import Ledger
 from evomerge.run.staged import staged_config_from_dict, stage_config
 from evomerge.run.warm_start import warm_start_points
 from evomerge.spaces import build_space
-from test_run_resume import _spawn, config, kill_at_ledger_sizes, stable
+from test_run_resume import config, killed_run_matches_uninterrupted
 
 LAMBDA = {"preset": "ties_layerwise", "num_layers": 4,
           "extra": [{"type": "float", "name": "lambda", "low": 0.1, "high": 1.5, "default": 1.0}]}
@@ -93,19 +93,9 @@ def test_every_optimizer_plugin_supports_enqueue():
                                        {"name": "optuna", "population": 4, "options": {"sampler": "tpe"}}])
 def test_sigkill_during_warm_start_then_resume_gives_the_uninterrupted_ledger(tmp_path, optimizer):
     cfg = config(space=LAMBDA, optimizer=optimizer, budget={"evaluations": 20})
-    run_search(run_config_from_dict(cfg), tmp_path / "ref")
-    reference = stable(tmp_path / "ref")
+    # kills inside the warm start (before any checkpoint), at its end, after it
+    reference = killed_run_matches_uninterrupted(cfg, tmp_path, (2, 6, 9))
     assert sum("origin" in r for r in reference) == 7
-    cfg_path = tmp_path / "c.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    run_dir = tmp_path / "killed"
-    # inside the warm start (before any checkpoint), at its end, after it
-    killed, args = kill_at_ledger_sizes(cfg_path, run_dir, (2, 6, 9))
-    proc = _spawn(args)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err.decode()
-    assert killed >= 2
-    assert stable(run_dir) == reference
 
 
 def test_a_later_stage_starts_from_the_previous_stage_winner(tmp_path):

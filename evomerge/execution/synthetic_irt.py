@@ -16,7 +16,7 @@ import time
 from typing import Literal, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.special import expit
 
 from evomerge.execution.base import WORKERS, CandidateResult, Worker, WorkerSpec
@@ -31,6 +31,9 @@ class SyntheticIRTConfig(BaseModel):
     num_layers: int = Field(4, ge=1)
     spread: float = 8.0
     bank: Optional[Literal["online", "full"]] = "online"
+    # "generation" (with bank: full): every generation answers its own sample of sample_per_task items per task
+    resample: Literal["never", "generation"] = "never"
+    sample_per_task: int = Field(20, ge=1)
     online: OnlineBankConfig = Field(default_factory=OnlineBankConfig)
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
     seed: int = 0
@@ -39,6 +42,16 @@ class SyntheticIRTConfig(BaseModel):
     @property
     def online_mode(self) -> bool:
         return self.bank == "online"
+
+    @property
+    def generation_sample(self) -> Optional[int]:
+        return self.sample_per_task if self.resample == "generation" else None
+
+    @model_validator(mode="after")
+    def _resample(self):
+        if self.resample == "generation" and self.bank == "online":
+            raise ValueError("resample: generation replaces the online bank; set bank: full")
+        return self
 
 
 def true_items(cfg: SyntheticIRTConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +123,7 @@ class SyntheticIRTWorker(Worker):
 
     @classmethod
     def partial_split(cls, fitness_cfg) -> bool:
-        return fitness_cfg.bank == "online"
+        return fitness_cfg.bank == "online" or fitness_cfg.resample == "generation"
 
     def evaluate(self, recipe, split: str = "search", request=None) -> CandidateResult:
         t0 = time.perf_counter()

@@ -21,6 +21,10 @@ class FitnessConfig(BaseModel):
     front from the base, the parents and ``population`` random merges on the full split (a
     ``population_space_share`` of them random points of the run's search space) and saved under the run
     directory. A folder: an existing item bank, used as it is.
+    ``resample``: ``generation`` (with ``estimator: subset_mean``, ``anchors: random``): every generation
+    answers its own seeded random sample of ``items_per_task`` items per task, shared by its candidates (steady
+    state: every ``population`` results), so values are paired within a generation and no fixed sample is
+    climbed across generations; ``never``: one sample for the whole run.
     ``device`` / ``dtype``: where and in which precision the worker keeps the live model (``auto``: CUDA when
     the worker sees a GPU).
     """
@@ -45,6 +49,7 @@ class FitnessConfig(BaseModel):
     bank: Optional[str] = None  # None: online for adaptive, build for the other IRT estimators
     online: OnlineBankConfig = Field(default_factory=OnlineBankConfig)
     fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
+    resample: Literal["never", "generation"] = "never"
     population: int = Field(30, ge=0)
     population_space_share: float = Field(
         0.5, ge=0, le=1, description="share of the bank population drawn uniformly from the run's search space "
@@ -94,6 +99,9 @@ class FitnessConfig(BaseModel):
 
         if self.test_tasks is not None and len(self.test_tasks) != len(self.tasks):
             raise ValueError("test_tasks must pair one-to-one with tasks")
+        if self.resample == "generation" and (self.estimator, self.anchors) != ("subset_mean", "random"):
+            raise ValueError("resample: generation draws random items for each generation; it needs estimator "
+                             f"subset_mean and anchors random, not {self.estimator!r} / {self.anchors!r}")
         if self.bank == "online" and self.estimator != "adaptive":
             raise ValueError(f"bank: online works with estimator adaptive, not {self.estimator!r} "
                              "(use bank: build or a bank folder)")
@@ -107,6 +115,11 @@ class FitnessConfig(BaseModel):
     def online_mode(self) -> bool:
         """True when the search fits its own item bank online (``bank: online``, or unset with adaptive)."""
         return self.bank == "online" or (self.bank is None and self.estimator == "adaptive")
+
+    @property
+    def generation_sample(self) -> Optional[int]:
+        """Items per task drawn anew for every generation (``resample: generation``), else None."""
+        return self.items_per_task if self.resample == "generation" else None
 
     @property
     def metrics(self) -> list[str]:

@@ -79,7 +79,7 @@ class FinalistsConfig(_Strict):
     finished run resumed with other settings re-scores its finalists."""
 
     top: int = Field(5, ge=0)
-    items_per_task: int = Field(200, ge=1)
+    items_per_task: int = Field(400, ge=1)
 
 
 class WarmStartRecipe(_Strict):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from evomerge.errors import ConfigError, EvomergeError
-from evomerge.execution.base import EXECUTORS, CandidateResult, Executor, WorkerSpec
+from evomerge.execution.base import EXECUTORS, WORKERS, CandidateResult, Executor, WorkerSpec
 from evomerge.fsutil import atomic_write, remove_stale_temps
 from evomerge.run.checkpoint import load_latest_checkpoint, save_checkpoint
 from evomerge.run.config import RunConfig, resolve_schedule, run_config_from_dict
@@ -130,7 +130,9 @@ class SearchContext:
     state: dict[str, Any] = field(default_factory=dict)  # the latest checkpoint's state ({} on a fresh run)
     config_sha: str = ""
     t_start: float = 0.0
-    online: Any = None  # OnlineFitness when the fitness runs the online item bank (run/online.py)
+    # OnlineFitness when the fitness runs the online item bank (run/online.py), GenerationSamples for
+    # resample: generation (run/resample.py): either hands each candidate a FitnessRequest
+    online: Any = None
     _executor: Optional[Executor] = None
 
     @property
@@ -230,11 +232,17 @@ def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[
 
 
 def _start_online(ctx: SearchContext) -> None:
-    from evomerge.run.online import OnlineFitness, online_fitness_config
+    """Fitness whose items the driver chooses per candidate: the online bank, or a sample per generation."""
+    from evomerge.run.online import OnlineFitness
+    from evomerge.run.resample import GenerationSamples
 
-    fcfg = online_fitness_config(ctx.cfg.fitness)
-    if fcfg is not None:
+    fitness = ctx.cfg.fitness
+    fcfg = WORKERS.get(str(fitness.get("kind", "lm_eval"))).config_class().model_validate(fitness)
+    if getattr(fcfg, "online_mode", False):
         ctx.online = OnlineFitness(ctx, fcfg)
+    elif getattr(fcfg, "generation_sample", None):
+        ctx.online = GenerationSamples(ctx, fcfg)
+    if ctx.online is not None:
         ctx.online.prepare()
 
 

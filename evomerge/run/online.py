@@ -10,22 +10,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from evomerge.errors import EvomergeError
-from evomerge.execution.base import WORKERS
 
 if TYPE_CHECKING:
     from evomerge.run.loop import SearchContext
 
 log = logging.getLogger(__name__)
-
-
-def online_fitness_config(fitness: dict[str, Any]):
-    """The validated fitness config if it runs the online bank, else None."""
-    cls = WORKERS.get(str(fitness.get("kind", "lm_eval"))).config_class()
-    cfg = cls.model_validate(fitness)
-    return cfg if getattr(cfg, "online_mode", False) else None
 
 
 class OnlineFitness:
