@@ -10,7 +10,7 @@ README's tables were measured on, and ``--finalist-items`` the finalists' items 
 replaces the job's):
 
 - ``full``: every search item (1000 per skill);
-- ``subset_mean``: 100 random items per skill (the demo's choice);
+- ``subset_mean``: one fixed sample of 100 random items per skill (the demos now draw one per generation);
 - ``adaptive_bank``: adaptive IRT, 20 items per skill in 4 rounds, bank built up front (base, parents, 15
   random merges, 15 random points of the space, all on the full split: counted);
 - ``online``: adaptive IRT on the online bank (base + parents on a 100-item pool per skill, refitted every
