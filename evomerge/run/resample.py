@@ -3,10 +3,10 @@
 With one fixed sample for the whole run, the optimizer climbs that sample: the best told values are partly
 luck on those items. Drawing a new sample per generation (shared by all of the generation's candidates)
 keeps the values of one generation paired, which is all a rank-based optimizer such as CMA-ES compares, and
-leaves nothing fixed to climb across generations. The sample of a generation depends only on the run's seed
-and the ledger prefix the schedule names (generational: the records of the finished generations; steady
-state: the records at the last multiple of ``population``), so a resumed run hands every candidate the same
-items. The finalists step (``run/finalists.py``) then names the winner on items none of them answered.
+leaves nothing fixed to climb across generations. The sample of a generation depends only on the fitness's
+seed (``fitness.seed``: the same samples for every optimizer seed) and the ledger prefix the schedule names
+(generational: the records of the finished generations; steady state: the records at the last multiple of
+``population``), so a resumed run hands every candidate the same items. The finalists step (``run/finalists.py``) then names the winner on items none of them answered.
 """
 
 from __future__ import annotations
