@@ -193,17 +193,24 @@ def load_run_config(path_or_name: Union[str, Path]) -> RunConfig:
     return run_config_from_dict(read_experiment(path_or_name))
 
 
+def fitness_config(cfg: RunConfig):
+    """``(worker class, validated fitness config)`` of a run config's ``fitness`` section."""
+    from evomerge.execution.base import WORKERS
+
+    worker_cls = WORKERS.get(str(cfg.fitness.get("kind", "lm_eval")))
+    return worker_cls, worker_cls.config_class().model_validate(cfg.fitness)
+
+
 def validate_run(cfg: RunConfig):
     """Build (space, optimizer, worker class) or raise one clear ConfigError; does no merging/evaluation."""
-    from evomerge.execution.base import EXECUTORS, WORKERS
+    from evomerge.execution.base import EXECUTORS
     from evomerge.optim import make_optimizer
     from evomerge.spaces import build_space
 
     if not cfg.models:
         raise ConfigError("models is empty: list the models to merge")
-    worker_cls = WORKERS.get(str(cfg.fitness["kind"]))
     try:
-        fitness = worker_cls.config_class().model_validate(cfg.fitness)
+        worker_cls, fitness = fitness_config(cfg)
     except ValidationError as exc:
         raise ConfigError(f"invalid fitness config: {_one_line(exc)}") from None
     known = worker_cls.metrics(fitness)

@@ -42,7 +42,7 @@ def pooled(told: dict[str, float], answered: dict[str, int], fresh: dict[str, fl
 
 def applies(ctx: "SearchContext") -> Optional[str]:
     """Why finalists are skipped for this run (None: they are scored)."""
-    from evomerge.execution.base import WORKERS
+    from evomerge.run.config import fitness_config
 
     cfg = ctx.cfg
     if cfg.finalists.top == 0:
@@ -51,8 +51,8 @@ def applies(ctx: "SearchContext") -> Optional[str]:
         return "several objectives: the Pareto front is the result"
     if cfg.objectives[0].metric not in ["mean", *cfg.fitness.get("tasks", [])]:
         return f"objective {cfg.objectives[0].metric!r} is not a task's score or their mean"
-    worker = WORKERS.get(str(cfg.fitness.get("kind", "lm_eval")))
-    if not worker.partial_split(worker.config_class().model_validate(cfg.fitness)):
+    worker, fitness = fitness_config(cfg)
+    if not worker.partial_split(fitness):
         return "the fitness evaluates the whole search split"
     return None
 

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from evomerge.errors import ConfigError, EvomergeError
-from evomerge.execution.base import EXECUTORS, WORKERS, CandidateResult, Executor, WorkerSpec
+from evomerge.execution.base import EXECUTORS, CandidateResult, Executor, WorkerSpec
 from evomerge.fsutil import atomic_write, remove_stale_temps
 from evomerge.run.checkpoint import load_latest_checkpoint, save_checkpoint
-from evomerge.run.config import RunConfig, resolve_schedule, run_config_from_dict
+from evomerge.run.config import RunConfig, fitness_config, resolve_schedule, run_config_from_dict
 from evomerge.run.ledger import Ledger
 from evomerge.run.preflight import preflight
 from evomerge.yaml_io import parse_yaml
@@ -236,8 +236,7 @@ def _start_online(ctx: SearchContext) -> None:
     from evomerge.run.online import OnlineFitness
     from evomerge.run.resample import GenerationSamples
 
-    fitness = ctx.cfg.fitness
-    fcfg = WORKERS.get(str(fitness.get("kind", "lm_eval"))).config_class().model_validate(fitness)
+    _, fcfg = fitness_config(ctx.cfg)
     if getattr(fcfg, "online_mode", False):
         ctx.online = OnlineFitness(ctx, fcfg)
     elif getattr(fcfg, "generation_sample", None):
