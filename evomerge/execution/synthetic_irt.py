@@ -123,7 +123,7 @@ class SyntheticIRTWorker(Worker):
 
     @classmethod
     def partial_split(cls, fitness_cfg) -> bool:
-        return fitness_cfg.bank == "online" or fitness_cfg.resample == "generation"
+        return fitness_cfg.online_mode or fitness_cfg.generation_sample is not None
 
     def evaluate(self, recipe, split: str = "search", request=None) -> CandidateResult:
         t0 = time.perf_counter()

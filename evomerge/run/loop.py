@@ -130,9 +130,10 @@ class SearchContext:
     state: dict[str, Any] = field(default_factory=dict)  # the latest checkpoint's state ({} on a fresh run)
     config_sha: str = ""
     t_start: float = 0.0
-    # OnlineFitness when the fitness runs the online item bank (run/online.py), GenerationSamples for
-    # resample: generation (run/resample.py): either hands each candidate a FitnessRequest
-    online: Any = None
+    # what names each candidate's items when the driver chooses them (each hands a candidate a FitnessRequest):
+    # OnlineFitness for the online item bank (run/online.py), GenerationSamples for resample: generation
+    # (run/resample.py); None when the worker picks its own items
+    item_requests: Any = None
     _executor: Optional[Executor] = None
 
     @property
@@ -175,11 +176,12 @@ class SearchContext:
         return rec
 
     def task(self, key, recipe, n_fit: int, n_rank: Optional[int] = None) -> tuple:
-        """An executor task for one candidate: ``(key, recipe)``, plus the online bank's request (fitted on
-        the first ``n_fit`` ledger records, racing against the first ``n_rank``) when the fitness has one."""
-        if self.online is None:
+        """An executor task for one candidate: ``(key, recipe)``, plus its items' request (the online bank fitted
+        on the first ``n_fit`` ledger records, racing against the first ``n_rank``; or the sample of the
+        generation after ``n_fit`` records) when the driver chooses the items."""
+        if self.item_requests is None:
             return key, recipe
-        return key, recipe, self.online.request(n_fit, n_fit if n_rank is None else n_rank)
+        return key, recipe, self.item_requests.request(n_fit, n_fit if n_rank is None else n_rank)
 
     def checkpoint(self, gen: int, step: Optional[int] = None, **extra: Any) -> None:
         """Save the optimizer (as it is now, having seen the whole ledger) and schedule-specific state as
@@ -223,7 +225,7 @@ def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[
                             f"{n_records}; the ledger was truncated")
     ctx.t_start = time.monotonic() - ctx.state.get("elapsed_s", 0.0)
     try:
-        _start_online(ctx)
+        _start_item_requests(ctx)
         gen = (run_steady_state if schedule == "steady_state" else run_generational)(ctx)
         score_finalists(ctx)
     finally:
@@ -231,18 +233,18 @@ def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[
     ctx.emit("done", gen=gen, n_evals=len(ctx.ledger))
 
 
-def _start_online(ctx: SearchContext) -> None:
+def _start_item_requests(ctx: SearchContext) -> None:
     """Fitness whose items the driver chooses per candidate: the online bank, or a sample per generation."""
     from evomerge.run.online import OnlineFitness
     from evomerge.run.resample import GenerationSamples
 
     _, fcfg = fitness_config(ctx.cfg)
     if getattr(fcfg, "online_mode", False):
-        ctx.online = OnlineFitness(ctx, fcfg)
+        ctx.item_requests = OnlineFitness(ctx, fcfg)
     elif getattr(fcfg, "generation_sample", None):
-        ctx.online = GenerationSamples(ctx, fcfg)
-    if ctx.online is not None:
-        ctx.online.prepare()
+        ctx.item_requests = GenerationSamples(ctx, fcfg)
+    if ctx.item_requests is not None:
+        ctx.item_requests.prepare()
 
 
 def worker_spec(cfg: RunConfig, space, run_dir: Path) -> WorkerSpec:

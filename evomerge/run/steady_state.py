@@ -116,8 +116,8 @@ class _SteadyState:
                 self.record(index, None, CandidateResult.failed(f"decode: {exc}"))
                 continue
             n = len(self.ctx.ledger)
-            online = self.ctx.online
-            yield self.ctx.task(index, self.recipes[index], online.refit_point(n) if online else n, n)
+            requests = self.ctx.item_requests
+            yield self.ctx.task(index, self.recipes[index], requests.refit_point(n) if requests else n, n)
 
     def run(self) -> int:
         self.replay()
