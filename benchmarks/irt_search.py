@@ -10,7 +10,11 @@ README's tables were measured on, and ``--finalist-items`` the finalists' items 
 replaces the job's):
 
 - ``full``: every search item (1000 per skill);
-- ``subset_mean``: one fixed sample of 100 random items per skill (the demos now draw one per generation);
+- ``subset_mean``: one fixed sample of 100 random items per skill;
+- ``resample``: 100 random items per skill, a new sample for every generation (the demos' fitness);
+- ``resample_20``: the same with 20 items per skill, and the top 4 finalists on 400 fresh items per skill (the
+  row's own setting, not ``--finalist-items``): 8,640 items in all, within the issue-17 budget (>= 20x fewer
+  than the full split at 64 candidates);
 - ``adaptive_bank``: adaptive IRT, 20 items per skill in 4 rounds, bank built up front (base, parents, 15
   random merges, 15 random points of the space, all on the full split: counted);
 - ``online``: adaptive IRT on the online bank (base + parents on a 100-item pool per skill, refitted every
@@ -53,6 +57,10 @@ PREVIOUS_DEMO_SPACE = "{preset: task_arithmetic_layerwise, weight: {low: 0.0, hi
 FITNESS = {
     "full": {"estimator": "full"},
     "subset_mean": {"estimator": "subset_mean", "anchors": "random", "items_per_task": 100, "population": 0},
+    "resample": {"estimator": "subset_mean", "anchors": "random", "items_per_task": 100, "population": 0,
+                 "resample": "generation"},
+    "resample_20": {"estimator": "subset_mean", "anchors": "random", "items_per_task": 20, "population": 0,
+                    "resample": "generation"},
     "adaptive_bank": {"estimator": "adaptive", "anchors": "kmeans_correct", "items_per_task": 20,
                       "population": 30, "irt_dim": 5, "bank": "build"},
     "online": {"estimator": "adaptive", "bank": "online", "online": {"pool_per_task": 100},
@@ -63,6 +71,7 @@ FITNESS = {
                          "fidelity": {"levels": [8, 20, 40], "top_k": 3, "z": 1.0, "full_pool": False}},
     "fresh_items": {"estimator": "adaptive", "bank": "online", "online": {"pool_per_task": 100}},
 }
+ROW_FINALISTS = {"resample_20": {"top": 4, "items_per_task": 400}}  # rows with their own finalists
 FRESH_ITEMS = 100  # per skill and candidate, the fresh_items row
 FULL_ITEMS = 1000  # search-split items per skill
 
@@ -74,7 +83,9 @@ def config(kind: str, evaluations: int, bank: str | None = None, seed: int = 0, 
     data = load_run_config(job).model_dump(mode="json")
     if space:
         data["space"] = space
-    if finalist_items:
+    if kind in ROW_FINALISTS:
+        data["finalists"] = ROW_FINALISTS[kind]
+    elif finalist_items:
         data["finalists"] = {**data.get("finalists", {}), "items_per_task": finalist_items}
     data["name"] = f"irt_search_{kind}"
     data["seed"] = seed
@@ -151,12 +162,11 @@ def summarise(kind: str, seed: int, run_dir: Path, wall: float) -> dict:
     report = RunReport.load(run_dir)
     best, told = report.best(), report.ranked()[0]
     test = evaluate_on_test(report, [best, told])
-    per_cand = [sum(len(v) for v in r["item_results"].values()) for r in report.ok()]
+    items = report.items_evaluated()
     n_bank_models, n_bank = bank_items(report.config, run_dir) if kind != "fresh_items" else (0, 0)
-    n_final = sum(sum(f["fresh_items"].values()) for f in report.finalists().values())
-    return {"fitness": kind, "seed": seed, "candidates": len(report.records), "items_search": sum(per_cand),
-            "bank_models": n_bank_models, "bank_items": n_bank, "items_finalists": n_final,
-            "items_total": sum(per_cand) + n_bank + n_final, "wall_s": wall,
+    return {"fitness": kind, "seed": seed, "candidates": len(report.records), "items_search": items["candidates"],
+            "bank_models": n_bank_models, "bank_items": n_bank, "items_finalists": items["finalists"],
+            "items_total": items["candidates"] + n_bank + items["finalists"], "wall_s": wall,
             "best_search": best["metrics"]["mean"], "best_test": test[best["eval_id"]]["mean"],
             "best_id": best["eval_id"], "best_fidelity": best.get("fidelity"),
             "told_id": told["eval_id"], "told_test": test[told["eval_id"]]["mean"]}

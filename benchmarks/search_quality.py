@@ -28,7 +28,6 @@ from rich.table import Table
 
 from evomerge.run import load_run_config, run_config_from_dict, run_search
 from evomerge.run.demo import compare_with_baselines
-from evomerge.run.ledger import Ledger
 from evomerge.run.report import RunReport
 
 
@@ -49,16 +48,14 @@ def run_seed(job: str, seed: int, evaluations: int | None, root: Path) -> dict:
     if not timing.exists():
         timing.write_text(json.dumps({"wall_s": time.perf_counter() - t0}))
     res = compare_with_baselines(run_dir, say=lambda s: None, baseline_cache=root / "baselines.json")
-    recs = Ledger(run_dir / "ledger.jsonl").records()
-    finalists = RunReport.load(run_dir).finalists()
+    report = RunReport.load(run_dir)
     test = {r["family"]: [] for r in res["rows"]}
     for r in res["rows"]:
         test[r["family"]].append((100 * r["test"]["mean"], r["model"]))
     return {"seed": seed, "winner": test["winner"][0][0], "winner_id": res["winner_id"],
             "winner_origin": res["winner_origin"] or "optimizer", "best_parent": max(test["parent"]),
-            "best_simple": max(test["simple"]), "candidates": len(recs),
-            "items": sum(len(items) for r in recs for items in (r.get("item_results") or {}).values())
-            + sum(sum(f["fresh_items"].values()) for f in finalists.values()),
+            "best_simple": max(test["simple"]), "candidates": len(report.records),
+            "items": sum(report.items_evaluated().values()),
             "wall_s": json.loads(timing.read_text())["wall_s"]}
 
 

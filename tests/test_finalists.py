@@ -60,6 +60,8 @@ def test_finalists_answer_fresh_items_and_name_the_winner(tmp_path):
         assert row["metrics"]["a"] == pytest.approx((n * r["metrics"]["a"] + 10 * row["fresh"]["a"]) / (n + 10))
     best = report.best()
     assert best["finalist"]["value"] == max(v["value"] for v in data["finalists"].values())
+    items = sum(len(v) for r in report.records for v in r["item_results"].values())
+    assert report.items_evaluated() == {"candidates": items, "finalists": 3 * 3 * 10}
     # a finished run resumed with the same settings does not redo the step; with others it does
     mtime = (run_dir / FILE).stat().st_mtime_ns
     resume(run_dir)

@@ -31,3 +31,20 @@ def test_demo_on_ci_zoo_runs_end_to_end(ci_zoo, tmp_path):
     assert saved["rows"][-1]["model"].startswith("winner") and len(saved["rows"]) == 7
     assert set(saved["margin_vs"]) == {r["model"] for r in saved["rows"][:-1]}
     assert res["beats_all"] == all(m > 0 for m in res["margin_vs"].values())
+
+
+def test_demo_run_dir_skips_a_folder_holding_another_run(tmp_path):
+    from evomerge.run.demo import demo_run_dir
+
+    preferred = tmp_path / "zoo_demo"
+    assert demo_run_dir(preferred, "ci") == (preferred, [])  # nothing there yet
+    preferred.mkdir()
+    assert demo_run_dir(preferred, "ci")[0] == preferred  # a folder without a run is used
+    (preferred / "config.yaml").write_text(demo_config("full").to_yaml())  # the other variant's run
+    chosen, diff = demo_run_dir(preferred, "ci")
+    assert chosen == tmp_path / "zoo_demo-2" and "base" in diff
+    (chosen).mkdir()
+    (chosen / "config.yaml").write_text(demo_config("ci").to_yaml())  # this demo's own run: resumed there
+    assert demo_run_dir(preferred, "ci")[0] == chosen
+    (chosen / "config.yaml").write_text("{not yaml")  # unreadable: skipped, never overwritten
+    assert demo_run_dir(preferred, "ci")[0] == tmp_path / "zoo_demo-3"

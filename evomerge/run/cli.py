@@ -204,10 +204,15 @@ def demo_cmd(run_dir: Path, variant: str) -> None:
     """Build the tiny zoo if missing, search a merge recipe, and compare the winner on the TEST split."""
     from rich.table import Table
 
-    from evomerge.run.demo import demo_config, run_demo
+    from evomerge.run.demo import demo_config, demo_run_dir, run_demo
     from evomerge.zoo import ensure_zoo
 
     demo_config(variant)  # config errors before any compute
+    if click.get_current_context().get_parameter_source("run_dir") == click.core.ParameterSource.DEFAULT:
+        chosen, diff = demo_run_dir(run_dir, variant)
+        if chosen != run_dir:
+            console.print(f"{run_dir} holds another run (differs in: {', '.join(diff)}); this demo goes to {chosen}")
+            run_dir = chosen
     console.print(f"[bold]1/3[/] tiny zoo ({variant}): building if missing ...")
     ensure_zoo(variant, progress=True)
     console.print("[bold]2/3[/] search")

@@ -17,11 +17,11 @@ from evomerge.recipe import recipe_from_dict
 from evomerge.run.baselines import COEFFICIENTS, SIMPLE_FAMILIES, baseline_recipes
 from evomerge.run.config import RunConfig, load_run_config, run_config_from_dict
 from evomerge.run.export import save_test_scores
-from evomerge.run.loop import Progress, run_search, worker_spec
+from evomerge.run.loop import Progress, identity_diff, run_search, worker_spec
 from evomerge.run.report import RunReport
 
 log = logging.getLogger(__name__)
-__all__ = ["COEFFICIENTS", "baseline_recipes", "compare_with_baselines", "demo_config", "run_demo"]
+__all__ = ["COEFFICIENTS", "baseline_recipes", "compare_with_baselines", "demo_config", "demo_run_dir", "run_demo"]
 
 
 def demo_config(variant: str = "full") -> RunConfig:
@@ -30,6 +30,25 @@ def demo_config(variant: str = "full") -> RunConfig:
         return cfg
     text = json.dumps(cfg.model_dump(mode="json")).replace("zoo://full/", f"zoo://{variant}/")
     return run_config_from_dict(json.loads(text))
+
+
+def demo_run_dir(preferred: Path, variant: str = "full") -> tuple[Path, list[str]]:
+    """Where the demo of this version goes when the user named no folder: ``preferred``, unless it holds
+    another run (an earlier version's demo, the other zoo variant); then the first ``preferred-N`` that is
+    free or holds this same run. Returns (folder, the keys the skipped run differs in)."""
+    cfg, first_diff = demo_config(variant), []
+    for n in range(1, 1000):
+        path = Path(preferred) if n == 1 else Path(f"{preferred}-{n}")
+        if not (path / "config.yaml").exists():
+            return path, first_diff
+        try:
+            diff = identity_diff(cfg, path)
+        except EvomergeError:  # an unreadable config.yaml: not ours to overwrite
+            diff = ["config.yaml"]
+        if not diff:
+            return path, first_diff
+        first_diff = first_diff or diff
+    raise EvomergeError(f"no free run folder next to {preferred}: pass --run-dir")
 
 
 def _baseline_rows(cfg: RunConfig, ex, say: Callable[[str], None]) -> dict[str, Any]:

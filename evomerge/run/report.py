@@ -75,6 +75,13 @@ class RunReport:
             return {}
         return {int(k): v for k, v in data["finalists"].items() if v["status"] == "ok"}
 
+    def items_evaluated(self) -> dict[str, int]:
+        """Items answered by the candidates (every ledger record) and by the scored finalists' fresh items
+        (an item bank's own evaluations are not in the ledger: count them apart)."""
+        cands = sum(len(v) for r in self.records for v in (r.get("item_results") or {}).values())
+        fin = sum(sum(f["fresh_items"].values()) for f in self.finalists().values())
+        return {"candidates": cands, "finalists": fin}
+
     def front(self) -> list[dict[str, Any]]:
         """The non-dominated successful candidates (duplicate recipes kept once)."""
         ok = self.ok()
