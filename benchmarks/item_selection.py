@@ -14,12 +14,13 @@ on a sample of k items per skill and compared with their ranking on the whole sp
 - ``oracle``: k items per skill on which the previous generation disagreed on the whole split (a run cannot
   know this without the whole split: the ceiling of choosing items by the previous generation).
 
-After the first generation only 10-40% of a random sample's items separate a generation's candidates (the
-rest all of them answer alike), so choosing the separating items looks like a cheap gain. Printed per k and
+After the first generation only about 30% of a random sample's items separate a generation's candidates
+(the rest all of them answer alike), so choosing the separating items looks like a cheap gain. Printed per k and
 strategy: the share of sampled items on which the generation's candidates do not all answer alike, the
 Spearman correlation of the sample's ranking with the whole split's, and the top-4 regret
 (whole-split mean of the true top 4 minus that of the sample's top 4, in points; CMA-ES recombines its best
-4 of 8), averaged over generations, draws and runs.
+4 of 8), averaged over generations, draws and runs. Generations are the run's ``optimizer.population``
+consecutive ledger records.
 """
 
 from __future__ import annotations
@@ -29,21 +30,20 @@ import json
 from pathlib import Path
 
 import numpy as np
+import yaml
 from scipy.stats import spearmanr
 
-POPULATION = 8
 
-
-def load_answers(run: Path) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Tasks and, per task, the (candidates x items) answer matrix of a full-split search."""
+def load_answers(run: Path) -> tuple[dict[str, np.ndarray], int]:
+    """Per task, the (candidates x items) answer matrix of a full-split search; and its population."""
     recs = [json.loads(line) for line in (run / "ledger.jsonl").read_text().splitlines() if line.strip()]
     recs = [r for r in recs if r["status"] == "ok"]
-    tasks = sorted(recs[0]["item_results"])
     answers = {}
-    for t in tasks:
+    for t in sorted(recs[0]["item_results"]):
         ids = sorted(recs[0]["item_results"][t], key=int)
         answers[t] = np.array([[r["item_results"][t][i] for i in ids] for r in recs], dtype=float)
-    return tasks, answers
+    population = (yaml.safe_load((run / "config.yaml").read_text()).get("optimizer") or {}).get("population") or 8
+    return answers, int(population)
 
 
 def sample(strategy: str, k: int, answers: dict[str, np.ndarray], prev, rng) -> dict[str, np.ndarray]:
@@ -58,7 +58,8 @@ def sample(strategy: str, k: int, answers: dict[str, np.ndarray], prev, rng) -> 
         if strategy == "carry":
             seen = m[rows][:, items[t]]
             split = items[t][seen.min(0) != seen.max(0)][: k // 2]
-            rest = [i for i in fresh if i not in set(split.tolist())][: k - len(split)]
+            carried = set(split.tolist())
+            rest = [i for i in fresh if i not in carried][: k - len(split)]
             out[t] = np.concatenate([split, rest]).astype(int)
         else:  # oracle
             split = np.flatnonzero(m[rows].min(0) != m[rows].max(0))
@@ -66,12 +67,13 @@ def sample(strategy: str, k: int, answers: dict[str, np.ndarray], prev, rng) -> 
     return out
 
 
-def replay(run: Path, k: int, strategy: str, draws: int, rng) -> tuple[float, float, float]:
+def replay(answers: dict[str, np.ndarray], population: int, k: int, strategy: str, draws: int, rng
+           ) -> tuple[float, float, float]:
     """(mean Spearman, mean top-4 regret in points, share of sampled items that separate the generation's
     candidates) over generations 1.. and draws."""
-    tasks, answers = load_answers(run)
+    tasks = list(answers)
     n = next(iter(answers.values())).shape[0]
-    gens = [list(range(g, min(g + POPULATION, n))) for g in range(0, n, POPULATION)]
+    gens = [list(range(g, min(g + population, n))) for g in range(0, n, population)]
     whole = [np.mean([answers[t][g].mean(1) for t in tasks], axis=0) for g in gens]
     rhos, regrets, separating = [], [], []
     for _ in range(draws):
@@ -99,6 +101,7 @@ def main() -> None:
     for run in args.runs:
         if not (run / "ledger.jsonl").exists():
             raise SystemExit(f"error: {run} is not a run directory (no ledger.jsonl)")
+    runs = [load_answers(r) for r in args.runs]
     rng = np.random.default_rng(0)
     print(f"{len(args.runs)} full-split searches, {args.draws} draws each")
     print("| items per skill | sample | items that separate the candidates | Spearman with the whole split |"
@@ -106,7 +109,7 @@ def main() -> None:
     print("|---:|---|---:|---:|---:|")
     for k in (int(x) for x in args.k.split(",")):
         for strategy in ("random", "carry", "oracle"):
-            res = [replay(r, k, strategy, args.draws, rng) for r in args.runs]
+            res = [replay(answers, population, k, strategy, args.draws, rng) for answers, population in runs]
             share, rho, regret = (np.mean([x[i] for x in res]) for i in (2, 0, 1))
             print(f"| {k} | {strategy} | {100 * share:.0f}% | {rho:.3f} | {regret:.2f} |", flush=True)
 
