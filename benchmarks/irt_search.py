@@ -15,6 +15,11 @@ replaces the job's):
 - ``resample_20``: the same with 20 items per skill, and the top 4 finalists on 400 fresh items per skill (the
   row's own setting, not ``--finalist-items``): 8,640 items in all, within the issue-17 budget (>= 20x fewer
   than the full split at 64 candidates);
+- ``soft_20``: ``resample_20`` on the graded score ``p_gold`` (``fitness.metric``) of the search tasks'
+  loglikelihood twins (``zoo_add_ll``, ...; the test split is still exact match);
+- ``soft_20_c128``: the same with 128 candidates and the top 4 on 160 fresh items per skill (9,600 items);
+- ``soft_10_c256`` / ``resample_10_c256``: 10 items per skill per generation (graded / 0/1), CMA-ES population
+  16, 256 candidates, the top 4 on 160 fresh items per skill (9,600 items): more, cheaper candidates;
 - ``adaptive_bank``: adaptive IRT, 20 items per skill in 4 rounds, bank built up front (base, parents, 15
   random merges, 15 random points of the space, all on the full split: counted);
 - ``online``: adaptive IRT on the online bank (base + parents on a 100-item pool per skill, refitted every
@@ -71,7 +76,19 @@ FITNESS = {
                          "fidelity": {"levels": [8, 20, 40], "top_k": 3, "z": 1.0, "full_pool": False}},
     "fresh_items": {"estimator": "adaptive", "bank": "online", "online": {"pool_per_task": 100}},
 }
-ROW_FINALISTS = {"resample_20": {"top": 4, "items_per_task": 400}}  # rows with their own finalists
+FITNESS["soft_20"] = {**FITNESS["resample_20"], "metric": "p_gold"}
+FITNESS["soft_20_c128"] = FITNESS["soft_20"]
+FITNESS["soft_10_c256"] = {**FITNESS["soft_20"], "items_per_task": 10}
+FITNESS["resample_10_c256"] = {**FITNESS["resample_20"], "items_per_task": 10}
+ROW_FINALISTS = {"resample_20": {"top": 4, "items_per_task": 400}, "soft_20": {"top": 4, "items_per_task": 400},
+                 "soft_20_c128": {"top": 4, "items_per_task": 160}, "soft_10_c256": {"top": 4, "items_per_task": 160},
+                 "resample_10_c256": {"top": 4, "items_per_task": 160}}
+# rows with their own candidate budget / CMA-ES population (the table's "fewer than full" stays relative to
+# the full split at --evaluations candidates)
+ROW_BUDGET = {"soft_20_c128": {"evaluations": 128}, "soft_10_c256": {"evaluations": 256, "population": 16},
+              "resample_10_c256": {"evaluations": 256, "population": 16}}
+SOFT_ROWS = {"soft_20", "soft_20_c128", "soft_10_c256"}  # rows scoring the search tasks' loglikelihood twins
+# (``zoo_add_ll``...) by p_gold
 FRESH_ITEMS = 100  # per skill and candidate, the fresh_items row
 FULL_ITEMS = 1000  # search-split items per skill
 
@@ -91,7 +108,11 @@ def config(kind: str, evaluations: int, bank: str | None = None, seed: int = 0, 
     data["seed"] = seed
     drop = ("estimator", "anchors", "items_per_task", "population", "bank", "online", "fidelity", "resample")
     data["fitness"] = {k: v for k, v in data["fitness"].items() if k not in drop} | FITNESS[kind]
-    data["budget"] = {"evaluations": evaluations}
+    if kind in SOFT_ROWS:
+        data["fitness"]["tasks"] = [f"{t}_ll" for t in data["fitness"]["tasks"]]
+    data["budget"] = {"evaluations": ROW_BUDGET.get(kind, {}).get("evaluations", evaluations)}
+    if "population" in ROW_BUDGET.get(kind, {}):
+        data["optimizer"]["population"] = ROW_BUDGET[kind]["population"]
     if bank and kind == "adaptive_bank":
         data["fitness"]["bank"] = bank
     return run_config_from_dict(data)

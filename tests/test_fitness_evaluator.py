@@ -1,12 +1,13 @@
 """LMEvalEvaluator on the CI zoo: per-item results equal the zoo's direct greedy decode, subsets run only
 their docs, weights swapped in place are picked up, bad input fails with one line."""
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from evomerge.errors import ConfigError, EvomergeError
-from evomerge.fitness import Fitness, FitnessConfig, ItemBank, LMEvalEvaluator
+from evomerge.fitness import Fitness, FitnessConfig, ItemBank, LMEvalEvaluator, fit_item_bank, select_anchors
 from evomerge.resources import shipped_dir
 from evomerge.zoo.data import load_split
 from evomerge.zoo.decode import exact_match
@@ -166,3 +167,59 @@ def test_bank_population_mixes_space_samples_and_is_built_once_by_concurrent_wor
     models = fits[0].bank.models
     assert sum(m.startswith("space-") for m in models) == 2 and sum(m.startswith("random-") for m in models) == 2
     assert all(f.bank.models == models for f in fits)
+
+
+def test_p_gold_is_the_models_probability_of_the_gold_answer(models):
+    """``p_gold`` on a loglikelihood twin = exp(sum of the answer's and newline's log-probs), computed here
+    directly; on a multiple-choice task = the gold choice's softmax share, whose argmax is lm-eval's acc."""
+    ms, tok = models
+    model, n = ms["add"], 12
+    ev = LMEvalEvaluator(["zoo_add_ll", "zoo_add_mc"], include_path=ZOO_TASKS, metric="p_gold")
+    acc = LMEvalEvaluator(["zoo_add_ll", "zoo_add_mc", "zoo_add"], include_path=ZOO_TASKS,
+                          metric={"zoo_add_ll": "acc", "zoo_add_mc": "acc", "zoo_add": "exact_match"})
+    items = {"zoo_add_ll": list(range(n)), "zoo_add_mc": list(range(n))}
+    soft = ev.evaluate(model, tok, items).scores
+    hard = acc.evaluate(model, tok, {**items, "zoo_add": list(range(n))}).scores
+    assert hard["zoo_add_ll"] == hard["zoo_add"]  # the twin's 0/1 verdict is exact match's
+    docs = load_split("add", "search")[:n]
+    for i, doc in enumerate(docs):
+        ids = tok(doc["prompt"] + doc["answer"] + "\n", add_special_tokens=False)["input_ids"]
+        n_prompt = len(tok(doc["prompt"], add_special_tokens=False)["input_ids"])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0], -1)
+        want = sum(float(logp[j - 1, ids[j]]) for j in range(n_prompt, len(ids)))
+        assert soft["zoo_add_ll"][i] == pytest.approx(float(np.exp(want)), rel=1e-4)
+        assert 0.0 < soft["zoo_add_mc"][i] < 1.0
+    assert sum(soft["zoo_add_mc"].values()) > 0.25 * n  # above chance among 4 choices on its own skill
+    assert all(v >= 0.25 for i, v in soft["zoo_add_mc"].items() if hard["zoo_add_mc"][i] == 1.0)
+
+
+def test_metric_is_checked_before_any_compute():
+    with pytest.raises(EvomergeError, match="p_gold needs a loglikelihood or multiple_choice task"):
+        LMEvalEvaluator(["zoo_add"], include_path=ZOO_TASKS, metric="p_gold")
+    with pytest.raises(EvomergeError, match="reports no metric 'acc' .has: exact_match"):
+        LMEvalEvaluator(["zoo_add"], include_path=ZOO_TASKS, metric="acc")
+    with pytest.raises(ConfigError, match="p_gold gives graded scores, and estimator 'adaptive' fits an IRT"):
+        Fitness.from_config({"tasks": ["zoo_add_ll"], "include_path": ["zoo"], "metric": "p_gold"})
+    cfg = FitnessConfig(tasks=["zoo_add_ll"], test_tasks=["zoo_add_test"], include_path=["zoo"], metric="p_gold",
+                        estimator="subset_mean", anchors="random")
+    assert cfg.test_metric_or_default is None  # the test tasks keep their own metric (exact match)
+    assert FitnessConfig(tasks=["zoo_add_mc"], include_path=["zoo"], metric="acc_norm").test_metric_or_default \
+        == "acc_norm"
+
+
+def test_random_anchors_need_no_item_bank(tmp_path, models):
+    """``subset_mean`` on random anchors reads no bank: prepare evaluates nothing and writes no bank; its
+    anchors are the ones a bank of the same split would have given."""
+    ms, tok = models
+    fit = Fitness.from_config({"tasks": ["zoo_add", "zoo_sort"], "include_path": ["zoo"], "estimator": "subset_mean",
+                               "anchors": "random", "items_per_task": 7, "seed": 3})
+    fit.prepare(model=None, tokenizer=None, merger=None, run_dir=tmp_path)  # nothing to merge or evaluate
+    assert fit.bank is None and not (tmp_path / "item_bank").exists()
+    assert {t: len(v) for t, v in fit.items.items()} == {"zoo_add": 7, "zoo_sort": 7}
+    pop = {m: {t: {i: float((i + k) % 2) for i in range(n)} for t, n in fit.evaluator.n_docs.items()}
+           for k, m in enumerate(["m0", "m1"])}
+    bank = fit_item_bank(pop, ["zoo_add", "zoo_sort"], dim=1)
+    assert fit.items == select_anchors(bank, "random", 7, 3).items
+    vals, raw = fit.score(ms["add"], tok)
+    assert raw.n_items() == 14 and vals["zoo_add"] == pytest.approx(raw.metrics["zoo_add"])

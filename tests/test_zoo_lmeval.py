@@ -8,7 +8,7 @@ from evomerge.zoo.data import load_split
 from evomerge.zoo.decode import greedy_decode
 
 SKILLS = ["add", "reverse", "sort", "shift", "dup", "dmax"]
-TASKS = [f"zoo_{s}{suffix}" for s in SKILLS for suffix in ("", "_test", "_mc", "_mc_test")]
+TASKS = [f"zoo_{s}{suffix}" for s in SKILLS for suffix in ("", "_test", "_mc", "_mc_test", "_ll")]
 LIMIT = 6
 
 
@@ -46,7 +46,7 @@ def test_every_task_gives_per_item_results(lm_eval_run):
     for task in TASKS:
         samples = out["samples"][task]
         assert len(samples) == LIMIT, task
-        metric = "acc" if "_mc" in task else "exact_match"
+        metric = "acc" if "_mc" in task or task.endswith("_ll") else "exact_match"
         assert all(s[metric] in (0.0, 1.0) for s in samples)
         split = "test" if task.endswith("_test") else "search"
         skill = task.split("_")[1]
@@ -61,3 +61,5 @@ def test_lm_eval_generations_match_the_zoo_decoder(lm_eval_run):
         ours = greedy_decode(model, tok, [s["doc"]["prompt"] for s in samples], max_new_tokens=16)
         assert [s["filtered_resps"][0] for s in samples] == ours, task
         assert [float(o == s["target"]) for o, s in zip(ours, samples)] == [s["exact_match"] for s in samples]
+        if not task.endswith("_test"):  # the loglikelihood twin's verdict is exact match's
+            assert [s["acc"] for s in out["samples"][f"{task}_ll"]] == [s["exact_match"] for s in samples]

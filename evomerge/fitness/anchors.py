@@ -45,6 +45,17 @@ class Anchors:
                    weights={t: [float(w) for w in v] for t, v in d["weights"].items()})
 
 
+@dataclass
+class ItemList:
+    """Tasks and their item ids: all that an anchor method in :data:`NEEDS_NO_RESPONSES` reads of a bank."""
+
+    tasks: list[str]
+    item_ids: dict[str, list[int]]
+
+
+#: anchor methods that read only the item ids (no responses, no IRT fit): a search split's list will do
+NEEDS_NO_RESPONSES = frozenset({"random"})
+
 AnchorFn = Callable[["ItemBank", str, int, np.random.Generator], tuple[list[int], list[float]]]
 ANCHOR_METHODS: Registry[AnchorFn] = Registry("anchor method")
 
@@ -95,7 +106,7 @@ def _kmeans_irt(bank: ItemBank, task: str, n: int, rng: np.random.Generator):
     return _kmeans_pick(emb, bank.item_ids[task], n, rng)
 
 
-def select_anchors(bank: ItemBank, method: str, n_per_task: int, seed: int = 0) -> Anchors:
+def select_anchors(bank: "ItemBank | ItemList", method: str, n_per_task: int, seed: int = 0) -> Anchors:
     """Pick ``n_per_task`` anchors in every task of ``bank`` with a registered method."""
     fn = ANCHOR_METHODS.get(method)
     if n_per_task < 1:

@@ -20,11 +20,16 @@ class FitnessConfig(BaseModel):
     (``fidelity``; see ``fitness/online/``). ``build`` (the default for the other IRT estimators): built up
     front from the base, the parents and ``population`` random merges on the full split (a
     ``population_space_share`` of them random points of the run's search space) and saved under the run
-    directory. A folder: an existing item bank, used as it is.
+    directory. A folder: an existing item bank, used as it is. Unset with an estimator that reads no bank
+    (``subset_mean``, ``anchor``) and ``anchors: random``: no bank at all (nothing is evaluated up front).
     ``resample``: ``generation`` (with ``estimator: subset_mean``, ``anchors: random``): every generation
     answers its own seeded random sample of ``items_per_task`` items per task, shared by its candidates (steady
     state: every ``population`` results), so values are paired within a generation and no fixed sample is
     climbed across generations; ``never``: one sample for the whole run.
+    ``metric``: the search tasks' per-item metric (default: each task's first); ``p_gold`` scores
+    loglikelihood / multiple_choice tasks by the probability of the gold answer (graded, so a few items
+    separate close candidates). ``test_metric``: the test tasks' (default: ``metric``, or each test task's
+    first metric when ``metric`` is ``p_gold``, a search-side score).
     ``device`` / ``dtype``: where and in which precision the worker keeps the live model (``auto``: CUDA when
     the worker sees a GPU).
     """
@@ -41,6 +46,7 @@ class FitnessConfig(BaseModel):
     apply_chat_template: bool = False
     system_instruction: Optional[str] = None
     metric: Optional[str] = None
+    test_metric: Optional[str] = None
     estimator: str = "adaptive"
     estimator_params: dict[str, Any] = Field(default_factory=dict)
     anchors: str = "kmeans_correct"
@@ -96,6 +102,7 @@ class FitnessConfig(BaseModel):
     def _test(self):
         from evomerge.errors import EvomergeError
         from evomerge.fitness.estimators import ESTIMATORS
+        from evomerge.fitness.evaluator import P_GOLD
 
         if self.test_tasks is not None and len(self.test_tasks) != len(self.tasks):
             raise ValueError("test_tasks must pair one-to-one with tasks")
@@ -105,11 +112,21 @@ class FitnessConfig(BaseModel):
         if self.bank == "online" and self.estimator != "adaptive":
             raise ValueError(f"bank: online works with estimator adaptive, not {self.estimator!r} "
                              "(use bank: build or a bank folder)")
+        if self.metric == P_GOLD and ESTIMATORS.get(self.estimator).needs_bank:
+            raise ValueError(f"metric p_gold gives graded scores, and estimator {self.estimator!r} fits an IRT "
+                             "model to 0/1 answers: use estimator subset_mean or full")
         try:  # estimator params that decide the item budget fail here, not in a worker
             ESTIMATORS.get(self.estimator).first_round(self.items_per_task, dict(self.estimator_params))
         except (EvomergeError, TypeError, ValueError) as exc:
             raise ValueError(str(exc)) from None
         return self
+
+    @property
+    def test_metric_or_default(self) -> Optional[str]:
+        """The test tasks' per-item metric (None: each test task's first)."""
+        from evomerge.fitness.evaluator import P_GOLD
+
+        return self.test_metric or (None if self.metric == P_GOLD else self.metric)
 
     @property
     def online_mode(self) -> bool:

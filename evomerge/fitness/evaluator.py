@@ -24,6 +24,9 @@ class LMEvalEvaluator:
     """lm-eval tasks by name (and local task folders in ``include_path``), built once.
 
     ``metric``: the per-item metric (one name for all tasks, or per task); default each task's first metric.
+    ``p_gold`` (:data:`P_GOLD`), for ``loglikelihood`` and ``multiple_choice`` tasks, is computed here from the
+    model's log-likelihoods: the probability of the gold continuation (``exp(ll)``), or of the gold choice
+    among the choices (softmax). A graded score: near-equal models differ on it where 0/1 accuracy ties.
     ``cache_docs``: keep each task's evaluation docs in memory as a list (see ``_cache_eval_docs``).
     """
 
@@ -70,6 +73,8 @@ class LMEvalEvaluator:
                 _cache_eval_docs(task)
         self.metric = {t: (metric.get(t) if isinstance(metric, Mapping) else metric)
                        or next(iter(self.tasks[t].aggregation())) for t in self.tasks}
+        for t, m in self.metric.items():
+            _check_metric(t, self.tasks[t], m)
         self.n_docs = {t: len(task.eval_docs) for t, task in self.tasks.items()}
         self.batch_size = batch_size
         self.apply_chat_template = apply_chat_template
@@ -146,10 +151,13 @@ class LMEvalEvaluator:
             for s in samples:
                 if s["filter"] != filt:
                     continue
-                if metric not in s:
+                if metric == P_GOLD:
+                    sc[int(s["doc_id"])] = p_gold(s["filtered_resps"], _gold_index(task_dict["tasks"][t], s))
+                elif metric not in s:
                     raise EvomergeError(f"task {t!r} reports no per-item metric {metric!r} "
                                         f"(has: {', '.join(s['metrics'])})")
-                sc[int(s["doc_id"])] = float(s[metric])
+                else:
+                    sc[int(s["doc_id"])] = float(s[metric])
                 if self.keep_outputs:
                     resp = s["filtered_resps"]
                     op[int(s["doc_id"])] = resp[0] if len(resp) == 1 and isinstance(resp[0], str) else None
@@ -157,6 +165,52 @@ class LMEvalEvaluator:
             if self.keep_outputs:
                 outputs[t] = op
         return ItemResults.from_scores(scores, outputs if self.keep_outputs else None)
+
+
+#: the derived per-item metric: probability of the gold answer under the model
+P_GOLD = "p_gold"
+_P_GOLD_TYPES = ("loglikelihood", "multiple_choice")
+
+
+def _check_metric(task_name: str, task, metric: str) -> None:
+    check_task_metric(task_name, task.get_config("output_type"), list(task.aggregation()), metric)
+
+
+def check_task_metric(task_name: str, kind: str, known: Optional[Sequence[str]], metric: str) -> None:
+    """A metric the task reports (``known``; None: not checked), or ``p_gold`` on a task of a kind that scores
+    log-likelihoods; one-line error otherwise. Run on the built task, and in preflight on local task YAMLs."""
+    if metric == P_GOLD:
+        if kind not in _P_GOLD_TYPES:
+            raise EvomergeError(f"metric {P_GOLD} needs a loglikelihood or multiple_choice task; "
+                                f"{task_name!r} is {kind}")
+        return
+    if known is not None and metric not in known:
+        raise EvomergeError(f"task {task_name!r} reports no metric {metric!r} (has: {', '.join(known)}; "
+                            f"or {P_GOLD} on loglikelihood / multiple_choice tasks)")
+
+
+def _gold_index(task, sample):
+    """The gold choice(s) of a logged sample as indices (lm-eval logs the target as the task renders it)."""
+    target = sample["target"]
+    if task.get_config("output_type") != "multiple_choice":
+        return target
+    if isinstance(target, str):
+        target = int(target) if target.strip().isdigit() else task.doc_to_choice(sample["doc"]).index(target)
+    return target
+
+
+def p_gold(resps, target) -> float:
+    """Probability of the gold answer from one item's ``(loglikelihood, is_greedy)`` responses: ``exp(ll)``
+    for a single continuation, else the gold choices' share of the softmax over all choices."""
+    import math
+
+    lls = [float(r[0]) for r in resps]
+    if len(lls) == 1:
+        return math.exp(lls[0])
+    top = max(lls)
+    weights = [math.exp(x - top) for x in lls]
+    gold = target if isinstance(target, list) else [target]
+    return sum(weights[int(g)] for g in gold) / sum(weights)
 
 
 def _cache_eval_docs(task) -> None:

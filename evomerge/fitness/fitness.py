@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from pydantic import ValidationError
 
 from evomerge.errors import ConfigError, EvomergeError
-from evomerge.fitness.anchors import Anchors, select_anchors
+from evomerge.fitness.anchors import NEEDS_NO_RESPONSES, Anchors, ItemList, select_anchors
 from evomerge.fitness.cache import EndpointCache
 from evomerge.fitness.config import FitnessConfig
 from evomerge.fitness.estimators import ESTIMATORS, Estimator
@@ -57,7 +57,8 @@ class Fitness:
                       gen_kwargs=cfg.gen_kwargs, apply_chat_template=cfg.apply_chat_template,
                       system_instruction=cfg.system_instruction, metric=cfg.metric)
         ev = LMEvalEvaluator(cfg.tasks, **common)
-        test_ev = LMEvalEvaluator(cfg.test_tasks, **common) if cfg.test_tasks else None
+        test_ev = (LMEvalEvaluator(cfg.test_tasks, **{**common, "metric": cfg.test_metric_or_default})
+                   if cfg.test_tasks else None)
         return cls(cfg, ev, test_ev)
 
     @property
@@ -77,6 +78,16 @@ class Fitness:
         if est_cls.full_split:
             self.estimator = est_cls(None, None, **self.cfg.estimator_params)
             return
+        params = {"seed": self.cfg.seed, "items_per_task": self.cfg.items_per_task, **self.cfg.estimator_params}
+        first = est_cls.first_round(self.cfg.items_per_task, params)
+        if self.cfg.bank is None and not est_cls.needs_bank and self.cfg.anchors in NEEDS_NO_RESPONSES:
+            # nothing reads a bank's answers: no base / parent evaluation on the whole split
+            items = self.evaluator.all_items()
+            self.anchors = select_anchors(ItemList(list(items), items), self.cfg.anchors, first, self.cfg.seed)
+            self.estimator = est_cls(None, self.anchors, **params)
+            log.info("fitness ready: %s on %d %s anchors, no item bank", self.cfg.estimator,
+                     self.anchors.n_items(), self.anchors.method)
+            return
         kept = self.cfg.bank not in (None, "build")
         bank_dir = Path(self.cfg.bank) if kept else (Path(run_dir) / "item_bank" if run_dir else None)
         if kept and not (bank_dir / "bank.json").exists():
@@ -92,8 +103,6 @@ class Fitness:
                     self.bank = self._build_bank(model, tokenizer, merger, sources, base, progress, space)
                     self.bank.save(bank_dir)
         self.bank.check_tasks(self.evaluator.task_names, self.evaluator.fingerprint)
-        params = {"seed": self.cfg.seed, "items_per_task": self.cfg.items_per_task, **self.cfg.estimator_params}
-        first = est_cls.first_round(self.cfg.items_per_task, params)
         self.anchors = select_anchors(self.bank, self.cfg.anchors, first, self.cfg.seed)
         self.estimator = est_cls(self.bank, self.anchors, **params)
         self.tuned = self.estimator.tune()

@@ -58,18 +58,30 @@ def include_paths(names: Iterable[str]) -> list[str]:
     return [str(resolve("fitness", n, suffixes=())) for n in names]
 
 
-def local_task_names(folders: Iterable[str | Path]) -> set[str]:
-    """Every task, group and tag name the YAML files below ``folders`` define (unreadable files skipped, as
-    lm-eval skips them). On lm-eval's own task tree this gives the names its index gives."""
-    names: set[str] = set()
+def _local_configs(folders: Iterable[str | Path]) -> Iterable[dict[str, Any]]:
     for root in folders:
         for path in sorted(Path(root).glob("**/*.yaml"), key=lambda p: p.as_posix()):
             if any(part in _IGNORE_DIRS for part in path.parts):
                 continue
             try:
-                names.update(_names(_load(path)))
+                yield _load(path)
             except Exception as exc:  # lm-eval skips what it cannot read, and so do we
                 log.debug("skip %s (%s)", path, exc)
+
+
+def local_task_names(folders: Iterable[str | Path]) -> set[str]:
+    """Every task, group and tag name the YAML files below ``folders`` define (unreadable files skipped, as
+    lm-eval skips them). On lm-eval's own task tree this gives the names its index gives."""
+    names: set[str] = set()
+    for cfg in _local_configs(folders):
+        names.update(_names(cfg))
     return names
 
 
+def local_task_configs(folders: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
+    """Each task's YAML (its includes merged) below ``folders``, by task name; the first file wins."""
+    out: dict[str, dict[str, Any]] = {}
+    for cfg in _local_configs(folders):
+        if isinstance(cfg.get("task"), str) and ("class" in cfg or "group" not in cfg):
+            out.setdefault(cfg["task"], cfg)
+    return out

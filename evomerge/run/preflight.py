@@ -173,7 +173,26 @@ def check_tasks(fitness: dict[str, Any]) -> str:
         raise EvomergeError(f"unknown lm-eval task(s): {', '.join(unknown)}"
                             + (f" (did you mean: {', '.join(hints)}?)" if hints else "")
                             + ("" if paths else " (local task folders go in fitness.include_path)"))
+    if paths:
+        check_local_metrics(fitness, paths)
     return f"tasks: {len(wanted)} found in {where}"
+
+
+def check_local_metrics(fitness: dict[str, Any], paths: list[str]) -> None:
+    """The per-item metrics against the task YAMLs found locally (lm-eval's own tasks: when built)."""
+    from evomerge.fitness.config import FitnessConfig
+    from evomerge.fitness.evaluator import check_task_metric
+    from evomerge.fitness.task_index import local_task_configs
+
+    cfg = FitnessConfig.model_validate(fitness)
+    configs = local_task_configs(paths)
+    for tasks, metric in ((cfg.tasks, cfg.metric), (cfg.test_tasks or [], cfg.test_metric_or_default)):
+        for t in tasks:
+            if metric is None or t not in configs:
+                continue
+            listed = configs[t].get("metric_list")
+            known = [m.get("metric") for m in listed if isinstance(m, dict)] if isinstance(listed, list) else None
+            check_task_metric(t, configs[t].get("output_type", "generate_until"), known, metric)
 
 
 # ---- models -------------------------------------------------------------------------------------------------
