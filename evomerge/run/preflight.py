@@ -185,6 +185,8 @@ def check_local_metrics(fitness: dict[str, Any], paths: list[str]) -> None:
     from evomerge.fitness.task_index import local_task_configs
 
     cfg = FitnessConfig.model_validate(fitness)
+    if cfg.metric is None and cfg.test_metric is None:  # each task's own first metric: nothing to check
+        return
     configs = local_task_configs(paths)
     for tasks, metric in ((cfg.tasks, cfg.metric), (cfg.test_tasks or [], cfg.test_metric_or_default)):
         for t in tasks:
