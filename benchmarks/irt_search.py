@@ -87,8 +87,6 @@ ROW_FINALISTS = {"resample_20": {"top": 4, "items_per_task": 400}, "soft_20": {"
 # the full split at --evaluations candidates)
 ROW_BUDGET = {"soft_20_c128": {"evaluations": 128}, "soft_10_c256": {"evaluations": 256, "population": 16},
               "resample_10_c256": {"evaluations": 256, "population": 16}}
-SOFT_ROWS = {"soft_20", "soft_20_c128", "soft_10_c256"}  # rows scoring the search tasks' loglikelihood twins
-# (``zoo_add_ll``...) by p_gold
 FRESH_ITEMS = 100  # per skill and candidate, the fresh_items row
 FULL_ITEMS = 1000  # search-split items per skill
 
@@ -108,7 +106,7 @@ def config(kind: str, evaluations: int, bank: str | None = None, seed: int = 0, 
     data["seed"] = seed
     drop = ("estimator", "anchors", "items_per_task", "population", "bank", "online", "fidelity", "resample")
     data["fitness"] = {k: v for k, v in data["fitness"].items() if k not in drop} | FITNESS[kind]
-    if kind in SOFT_ROWS:
+    if FITNESS[kind].get("metric") == "p_gold":  # scored on the search tasks' loglikelihood twins
         data["fitness"]["tasks"] = [f"{t}_ll" for t in data["fitness"]["tasks"]]
     data["budget"] = {"evaluations": ROW_BUDGET.get(kind, {}).get("evaluations", evaluations)}
     if "population" in ROW_BUDGET.get(kind, {}):
