@@ -139,10 +139,32 @@ class NodePlan:
     lines: list[str]
 
 
+def union_vocab_facts(facts: ModelFacts, lead: str, sources: list[str]) -> ModelFacts:
+    """``facts`` of the lead as the live model is under ``vocab: union``: as many token rows as the largest
+    source (the extra rows of every token-indexed tensor counted). Unchanged unless every source is a local
+    folder (an ``architecture:`` plan has only the lead)."""
+    import dataclasses
+
+    from evomerge.models.paths import resolve_model
+    from evomerge.models.safetensors_io import open_checkpoint
+    from evomerge.models.vocab import vocab_tensors
+
+    refs = list(dict.fromkeys([lead] + list(sources)))
+    if not all(Path(resolve_model(r)).is_dir() for r in refs):
+        return facts
+    cks = [open_checkpoint(r) for r in refs]
+    names, rows = vocab_tensors(cks)
+    if not names or max(rows) <= rows[0]:
+        return facts
+    extra = sum((max(rows) - rows[0]) * math.prod(cks[0].shape(n)[1:]) for n in names)
+    return dataclasses.replace(facts, params=facts.params + extra, vocab=max(rows))
+
+
 def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None,
-             gpu_bytes: Optional[int] = None) -> Optional[NodePlan]:
+             gpu_bytes: Optional[int] = None, vocab: Optional[str] = None) -> Optional[NodePlan]:
     """Plan a ``RunConfig`` on this node (or the numbers given); raise EvomergeError when it cannot fit. None for
-    a fitness kind that loads no models (nothing to plan)."""
+    a fitness kind that loads no models (nothing to plan). ``vocab``: the space's vocabulary rule (default: read
+    from the config's space definition)."""
     from evomerge.execution.base import WORKERS
     from evomerge.merge.sizes import host_available_bytes
 
@@ -160,6 +182,12 @@ def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None
     on_gpu = device.startswith("cuda") or (device == "auto" and (want_gpus or n_gpus))
     sources = list(dict.fromkeys(([cfg.base] if cfg.base else []) + list(cfg.models)))
     facts = model_facts(cfg.base or cfg.models[0], getattr(cfg, "architecture", None))
+    if vocab is None:
+        from evomerge.spaces.build import load_space_config
+
+        vocab = load_space_config(cfg.space).get("vocab") or "base"
+    if vocab == "union":
+        facts = union_vocab_facts(facts, cfg.base or cfg.models[0], sources)
     budget = fit.get("cache_budget", "auto")
     if budget == "auto":  # as the merger resolves it: a quarter of the free memory, at most half a model
         from evomerge.merge.sizes import AUTO_CACHE_FLOOR, AUTO_CACHE_SHARE

@@ -105,3 +105,26 @@ def test_plan_predicts_the_measured_worker_peak_within_20_percent(tmp_path):
     measured = json.loads(res.stdout.strip().splitlines()[-1])["peak"]
     predicted = worker_memory(recipe, device="cpu", cache_budget=0).host_bytes
     assert abs(predicted - measured) <= 0.2 * measured, (predicted, measured)
+
+
+def test_union_vocab_plans_the_live_model_with_the_largest_sources_rows(tmp_path):
+    """Under ``vocab: union`` the live model has the largest source's rows (66 against the base's 64): the plan
+    counts them, in embed_tokens and lm_head (untied), and only then."""
+    import yaml
+
+    from evomerge.plan import plan_job
+    from evomerge.run.config import load_run_config
+    from vocab_models import make_family
+
+    fam = make_family(tmp_path / "fam")
+    plans = {}
+    for rule in ("base", "union"):
+        job = {"name": f"v_{rule}", "base": fam["base"], "models": [fam["ft1"], fam["ft2"]],
+               "space": {"preset": "task_arithmetic_global", "vocab": rule},
+               "fitness": {"kind": "lm_eval", "tasks": ["zoo_add"], "include_path": ["zoo"], "device": "cpu"},
+               "objectives": [{"metric": "mean"}], "optimizer": {"name": "cma"}, "budget": {"evaluations": 8}}
+        (tmp_path / f"{rule}.yaml").write_text(yaml.safe_dump(job))
+        plans[rule] = plan_job(load_run_config(str(tmp_path / f"{rule}.yaml")), host_bytes=4 * 2**30)
+    hidden = 32
+    assert plans["union"].worker.model_bytes - plans["base"].worker.model_bytes == 2 * 2 * hidden * 4
+    assert plans["union"].worker.eval_bytes > plans["base"].worker.eval_bytes  # logits over 66 tokens, not 64

@@ -79,7 +79,7 @@ def preflight(cfg: RunConfig, run_dir: Optional[Path] = None, *, resuming: bool 
         if not pending:  # the memory plan (evomerge plan): a job that cannot fit on this node stops here
             from evomerge.plan import plan_job
 
-            plan = plan_job(cfg)
+            plan = plan_job(cfg, vocab=space.vocab())
             rep.checks.append(f"memory: {plan.lines[-1]}; workers that fit on this node: {plan.workers}")
     rep.seconds = time.perf_counter() - t0
     return rep
