@@ -84,10 +84,11 @@ def search_cfg(**fit):
 def test_online_search_records_fidelity_and_keeps_a_bank(tmp_path):
     run_search(run_config_from_dict(search_cfg()), tmp_path / "r")
     recs = Ledger(tmp_path / "r" / "ledger.jsonl").records()
-    assert len(recs) == 16 and all(r["status"] == "ok" for r in recs)
+    assert len(recs) == 17 and all(r["status"] == "ok" for r in recs)
     fid = [r["fidelity"] for r in recs]
     assert all(f["items"] == sum(map(len, r["item_results"].values())) for f, r in zip(fid, recs))
-    assert {f["bank_rows"] for f in fid} == {0, 4, 8, 12}  # refitted every generation
+    assert {f["bank_rows"] for f in fid[:16]} == {0, 4, 8, 12}  # refitted every generation
+    assert recs[16]["origin"] == "recommended" and fid[16]["bank_rows"] == 16  # after the budget: every row
     assert any(f["stopped"] for f in fid) and min(f["items"] for f in fid) == 12
     bank = ItemBank.load(tmp_path / "r" / "item_bank")
     assert sorted(bank.endpoints) == ["/m/a", "/m/b", "/m/base", "/m/c"] and bank.n_items == 120

@@ -14,6 +14,7 @@ Writing a plugin::
         def _get_state(self): ...              # plain data (plain_state = True) or picklable
         def _set_state(self, state): ...
         def _inject(self, points): ...         # optional: the next _ask must start with these points
+        def _recommend(self): ...              # optional: its own estimate of the best point (or None)
 
 Checkpoints are data (:mod:`evomerge.run.checkpoint`): a plugin that sets ``plain_state = True`` returns JSON
 types and numpy arrays from ``_get_state`` and its ask handles are plain data too, so its checkpoint holds no
@@ -189,6 +190,16 @@ class Optimizer(ABC):
         self._origins = dict(extra.get("origins", {}))
         self.n_told = int(state["n_told"])
 
+    def recommend(self) -> Optional[Point]:
+        """The optimizer's own estimate of the best point after what it was told (CMA-ES: the mean of its search
+        distribution), or None. Under a noisy fitness it can beat the best told value, which is partly luck on
+        its items; the run evaluates it once after the budget and lets it compete in the finalists
+        (``run/recommend.py``). Leaves the optimizer's state and random stream as they were."""
+        if self.n_told == 0 or len(self.directions) != 1:
+            return None
+        point = self._recommend()
+        return None if point is None else self.space.validate_point(dict(point))
+
     @property
     def n_pending(self) -> int:
         return len(self._pending)
@@ -206,6 +217,10 @@ class Optimizer(ABC):
 
     @abstractmethod
     def _set_state(self, state: Any) -> None: ...
+
+    def _recommend(self) -> Optional[Point]:
+        """A point the optimizer recommends over the best told value (default: none)."""
+        return None
 
     def _inject(self, points: list[Point]) -> None:
         """Make the next ``_ask`` return these points first, in order, as the optimizer's own proposals

@@ -11,6 +11,8 @@ Option names are checked against a list cached per pycma version (``$EVOMERGE_HO
 is built on first use, or at once when the config passes pycma options of its own (pycma checks their values
 only when it builds the strategy, and a bad one must fail the preflight).
 
+The recommendation (``recommend``) is the distribution's mean, pycma's ``xfavorite``.
+
 Warm-start points go in through ``es.inject(..., force=True)`` (as genotypes: the inverse of pycma's bound
 transform), at most one generation's worth per ask, since pycma hands out every injected solution in the next
 ``ask`` whatever its ``number``; they are then ordinary members of that generation for the update.
@@ -165,6 +167,13 @@ class CMAES(Optimizer):
             # last, partial generation): draw a whole population and use its first n
             xs = self._es.ask(number=n) if n >= self._mu() else self._es.ask()[:n]
         return [(self.space.from_unit(x), np.asarray(x)) for x in xs]
+
+    def _recommend(self):
+        """The distribution's mean (pycma's ``xfavorite``, through the bound transform): the recombination of
+        every generation's best points, less exposed to one lucky value than any of them."""
+        with self._own_rng():
+            x = np.clip(np.asarray(self._es.result.xfavorite, dtype=float), 0.0, 1.0)
+        return self.space.from_unit(x)
 
     def _mu(self) -> int:
         return int(self._es.sp.weights.mu)

@@ -96,6 +96,15 @@ class Nevergrad(Optimizer):
             for cand, loss in zip(handles, losses):
                 self._opt.tell(cand, loss[0] if len(loss) == 1 else loss)
 
+    def _recommend(self):
+        """nevergrad's own recommendation, asked of a copy (some optimizers update state while recommending)."""
+        import copy
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cand = copy.deepcopy(self._opt).provide_recommendation()
+        return self.space.from_unit(np.clip(np.asarray(cand.value, dtype=float), 0.0, 1.0))
+
     def _get_state(self):
         return self._opt
 

@@ -29,7 +29,8 @@ def progress_reporter(total: Optional[int], maximize: bool = True):
             state["task"] = state["bar"].add_task("search", total=total, gen=0, best="-")
         bar, task = state["bar"], state["task"]
         if ev["event"] in ("candidate", "checkpoint", "done"):
-            bar.update(task, completed=ev["n_evals"], gen=ev["gen"])
+            # the optimizer's recommendation is evaluated after the budget (run/recommend.py): keep the bar full
+            bar.update(task, completed=min(ev["n_evals"], total) if total else ev["n_evals"], gen=ev["gen"])
         if ev["event"] == "candidate" and ev["record"]["status"] == "ok":
             v = ev["record"]["values"]
             if state["best"] is None or (v[0] > state["best"][0] if maximize else v[0] < state["best"][0]):

@@ -75,11 +75,14 @@ class BudgetConfig(_Strict):
 class FinalistsConfig(_Strict):
     """After the budget: the ``top`` candidates by told value answer ``items_per_task`` search items per task
     that none of them has answered, and the winner is the best of them on their told items and these pooled
-    (``run/finalists.py``). ``top: 0`` names the best told value the winner. Not part of a run's identity: a
-    finished run resumed with other settings re-scores its finalists."""
+    (``run/finalists.py``). ``top: 0`` names the best told value the winner. ``recommended``: the optimizer's
+    recommendation (``run/recommend.py``) joins them. Not part of a run's identity: a finished run resumed with
+    other settings re-scores its finalists."""
 
     top: int = Field(5, ge=0)
     items_per_task: int = Field(400, ge=1)
+    recommended: bool = Field(True, description="also evaluate the optimizer's own estimate of the best point "
+                                                "(CMA-ES: its distribution's mean) and let it compete")
 
 
 class WarmStartRecipe(_Strict):

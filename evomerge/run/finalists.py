@@ -6,7 +6,8 @@ luck on those items. After the budget is spent, the ``finalists.top`` candidates
 ``finalists.items_per_task`` search items per task that none of them has answered (the same items for all,
 drawn with the run's seed), and each finalist's value per task pools its told value (weighted by the items
 it answered for the task) with its accuracy on the fresh items; the objective's value is that (its mean over
-tasks for ``mean``). :meth:`RunReport.best` is then the best finalist. Results go to ``RUN_DIR/finalists.json``
+tasks for ``mean``). The optimizer's recommendation (``run/recommend.py``), when the run evaluated one,
+joins them whatever its told value. :meth:`RunReport.best` is then the best finalist. Results go to ``RUN_DIR/finalists.json``
 (atomic, plain JSON); a run killed before it is written redoes the step with the same items.
 
 Skipped (and the best told value stays the winner) when ``top`` is 0, the worker evaluates the whole split
@@ -76,7 +77,7 @@ def score_finalists(ctx: "SearchContext") -> Optional[dict[str, Any]]:
     report = RunReport(ctx.run_dir, ctx.cfg, ctx.ledger.records(), 0)
     metric = ctx.cfg.objectives[0].metric
     task_names = list(ctx.cfg.fitness["tasks"])  # a task with no fresh item left keeps its told value
-    top = report.ranked()[:ctx.cfg.finalists.top]
+    top = report.finalist_candidates(ctx.cfg.finalists.top)
     if len(top) < 2:
         return None
     want = settings(ctx, top)

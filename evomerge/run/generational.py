@@ -20,6 +20,7 @@ from evomerge.errors import EvomergeError
 from evomerge.execution.base import CandidateResult
 from evomerge.run.config import RunConfig
 from evomerge.run.ledger import same_point
+from evomerge.run.recommend import is_recommendation
 
 if TYPE_CHECKING:
     from evomerge.run.loop import SearchContext
@@ -55,6 +56,8 @@ def run_generational(ctx: "SearchContext") -> int:
     gen, n_checkpointed = ctx.state.get("gen", 0), ctx.state.get("n_records", 0)
     replay = {}
     for r in ctx.ledger.records()[n_checkpointed:]:
+        if is_recommendation(r):  # evaluated after the budget, never told (run/recommend.py)
+            continue
         if r["gen"] != gen:
             raise EvomergeError(f"ledger record {r['eval_id']} (generation {r['gen']}) is ahead of the checkpoint "
                                 f"(generation {gen}); cannot resume consistently")

@@ -1,4 +1,5 @@
-"""The search loop: ask -> decode -> executor (merge -> evaluate -> estimate) -> tell -> ledger -> checkpoint.
+"""The search loop: ask -> decode -> executor (merge -> evaluate -> estimate) -> tell -> ledger -> checkpoint;
+after the budget, the optimizer's recommendation (``run/recommend.py``) and the finalists (``run/finalists.py``).
 
 Two schedules share this module's run directory, ledger and checkpoints:
 
@@ -196,6 +197,7 @@ class SearchContext:
 def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[Progress]) -> None:
     from evomerge.run.finalists import score_finalists
     from evomerge.run.generational import run_generational
+    from evomerge.run.recommend import evaluate_recommendation
     from evomerge.run.steady_state import run_steady_state
 
     schedule = resolve_schedule(cfg, optimizer)
@@ -227,6 +229,7 @@ def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[
     try:
         _start_item_requests(ctx)
         gen = (run_steady_state if schedule == "steady_state" else run_generational)(ctx)
+        evaluate_recommendation(ctx, gen)
         score_finalists(ctx)
     finally:
         ctx.close()

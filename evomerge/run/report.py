@@ -61,6 +61,17 @@ class RunReport:
             return {**next(r for r in ranked if r["eval_id"] == eid), "finalist": fin[eid]}
         return ranked[0]
 
+    def finalist_candidates(self, top: int, ranked: Optional[list[dict[str, Any]]] = None) -> list[dict[str, Any]]:
+        """What the finalists step scores: the ``top`` best told values, then the optimizer's recommendation (the
+        ledger's last record when it is one, ``run/recommend.py``) if it is not among them."""
+        from evomerge.run.recommend import is_recommendation
+
+        out = list((self.ranked() if ranked is None else ranked)[:top])
+        last = self.records[-1] if self.records else None
+        if last is not None and is_recommendation(last) and last["status"] == "ok" and last not in out:
+            out.append(last)
+        return out
+
     def finalists(self, ranked: Optional[list[dict[str, Any]]] = None) -> dict[int, dict[str, Any]]:
         """Scored finalists by eval_id ({} when none, or when the ledger's top has changed since);
         ``ranked``: ``self.ranked()`` if the caller has it already."""
@@ -70,8 +81,8 @@ class RunReport:
         if data is None:
             return {}
         ids = data["settings"].get("candidates", [])
-        ranked = self.ranked() if ranked is None else ranked
-        if ids != [r["eval_id"] for r in ranked[:len(ids)]]:
+        top = data["settings"].get("top", len(ids))
+        if not isinstance(top, int) or ids != [r["eval_id"] for r in self.finalist_candidates(top, ranked)]:
             return {}
         return {int(k): v for k, v in data["finalists"].items() if v["status"] == "ok"}
 

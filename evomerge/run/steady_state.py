@@ -23,6 +23,7 @@ from evomerge.errors import EvomergeError
 from evomerge.execution.base import CandidateResult
 from evomerge.run.config import RunConfig
 from evomerge.run.ledger import same_point
+from evomerge.run.recommend import is_recommendation
 
 if TYPE_CHECKING:
     from evomerge.run.loop import SearchContext
@@ -76,6 +77,8 @@ class _SteadyState:
         records = self.ctx.ledger.records()[self.ctx.state.get("n_records", 0):]
         self.replaying = True  # a checkpoint must not be written before every record is told
         for r in records:
+            if is_recommendation(r):  # evaluated after the budget, never told (run/recommend.py)
+                continue
             if "n_asked" not in r:
                 raise EvomergeError(f"ledger record {r['eval_id']} was not written by a steady-state run")
             while self.n_asked < r["n_asked"]:
