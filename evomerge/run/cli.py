@@ -233,7 +233,11 @@ def demo_cmd(run_dir: Path, variant: str) -> None:
     Console().print(t)
     fin = res.get("winner_finalist")
     if fin:
-        click.echo(f"winner: candidate {res['winner_id']}, the best of the finalists re-scored on "
+        from evomerge.run.recommend import RECOMMENDED
+
+        what = (" (the optimizer's recommendation, evaluated after the budget)"
+                if res.get("winner_origin") == RECOMMENDED else "")
+        click.echo(f"winner: candidate {res['winner_id']}{what}, the best of the finalists re-scored on "
                    f"{sum(fin['fresh_items'].values())} fresh search items (RUN_DIR/finalists.json)")
     verdict = "beats" if res["beats_all"] else "does NOT beat"
     click.echo(f"the searched recipe {verdict} every parent and the best simple merge "
