@@ -136,8 +136,12 @@ def status_cmd(run_dir: Path, top: int, no_plots: bool) -> None:
     cfg = rep.config
     b = cfg.budget
     budget = ", ".join(f"{k}={v}" for k, v in b.model_dump().items() if v is not None)
+    from evomerge.run.recommend import is_recommendation
+
     n_failed = sum(r["status"] != "ok" for r in rep.records)
-    out.print(f"[bold]{cfg.name}[/]  {run_dir}\n{len(rep.records)} evaluations ({n_failed} failed), "
+    n_rec = sum(map(is_recommendation, rep.records))
+    extra = f", {n_rec} the optimizer's recommendation after the budget" if n_rec else ""
+    out.print(f"[bold]{cfg.name}[/]  {run_dir}\n{len(rep.records)} evaluations ({n_failed} failed{extra}), "
               f"{rep.generations_done} generations checkpointed; budget: {budget}; optimizer {cfg.optimizer.name}")
     tests = rep.test_scores()
     t = Table(title=f"best {min(top, len(rep.ok()))} candidates")
