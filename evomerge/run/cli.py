@@ -129,6 +129,7 @@ def status_cmd(run_dir: Path, top: int, no_plots: bool) -> None:
     """Progress, best candidates and Pareto front of a run; writes PNG plots to RUN_DIR/plots."""
     from rich.table import Table
 
+    from evomerge.run.recommend import is_recommendation
     from evomerge.run.report import RunReport
 
     rep = RunReport.load(run_dir)
@@ -136,8 +137,6 @@ def status_cmd(run_dir: Path, top: int, no_plots: bool) -> None:
     cfg = rep.config
     b = cfg.budget
     budget = ", ".join(f"{k}={v}" for k, v in b.model_dump().items() if v is not None)
-    from evomerge.run.recommend import is_recommendation
-
     n_failed = sum(r["status"] != "ok" for r in rep.records)
     n_rec = sum(map(is_recommendation, rep.records))
     extra = f", {n_rec} the optimizer's recommendation after the budget" if n_rec else ""

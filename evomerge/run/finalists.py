@@ -7,8 +7,9 @@ luck on those items. After the budget is spent, the ``finalists.top`` candidates
 drawn with the run's seed), and each finalist's value per task pools its told value (weighted by the items
 it answered for the task) with its accuracy on the fresh items; the objective's value is that (its mean over
 tasks for ``mean``). The optimizer's recommendation (``run/recommend.py``), when the run evaluated one,
-joins them whatever its told value. :meth:`RunReport.best` is then the best finalist. Results go to ``RUN_DIR/finalists.json``
-(atomic, plain JSON); a run killed before it is written redoes the step with the same items.
+joins them whatever its told value. :meth:`RunReport.best` is then the best finalist. Results go to
+``RUN_DIR/finalists.json`` (atomic, plain JSON); a run killed before it is written redoes the step with the
+same items.
 
 Skipped (and the best told value stays the winner) when ``top`` is 0, the worker evaluates the whole split
 (``Worker.partial_split``), or the run has several objectives or one that is not a task's score or ``mean``.

@@ -7,9 +7,10 @@ evaluated like a candidate of the generation after the last (the same item reque
 get), recorded in the ledger with origin ``recommended`` and not told to the optimizer. The finalists step
 (``run/finalists.py``) then scores it beside the best told values on fresh items, and the best of them wins.
 
-Skipped when the finalists are (one objective that is a task's score or ``mean``, a partial split,
-``finalists.top`` > 0), when ``finalists.recommended`` is false, when the optimizer has no recommendation,
-and when the point is already a candidate. Resume: a run killed before the finalists are saved asks its
+Skipped when the finalists step is (``finalists.top: 0``, several objectives, a whole-split fitness: see
+``finalists.applies``), when ``finalists.recommended`` is false, when the optimizer has no recommendation
+(optuna, random), and when the point is already a candidate (nevergrad recommends its best candidate as a
+rule). Resume: a run killed before the finalists are saved asks its
 restored optimizer again (the same point) and reuses the record if it was written. The schedules skip these
 records when they replay a generation. A finished run extended with a larger budget keeps its recommendation
 in the ledger, between the old candidates and the new, and gets a new one at its new end.
