@@ -33,6 +33,7 @@ class ModelFacts:
     hidden: int
     layers: int
     kv_dim: int
+    max_positions: int = 2048  # max_position_embeddings (the context an engine is started with by default)
 
 
 @dataclass
@@ -97,14 +98,17 @@ def _facts(cfg: dict, params: int, stored: int, dtype: str) -> ModelFacts:
     head_dim = int(text.get("head_dim") or (hidden // max(heads, 1)))
     layers = int(text.get("num_hidden_layers") or text.get("n_layer") or 0)
     return ModelFacts(params=params, stored_bytes=stored, dtype=dtype, vocab=int(text.get("vocab_size") or 0),
-                      hidden=hidden, layers=layers, kv_dim=kv * head_dim)
+                      hidden=hidden, layers=layers, kv_dim=kv * head_dim,
+                      max_positions=int(text.get("max_position_embeddings") or 2048))
 
 
 def worker_memory(recipe=None, device: str = "cpu", cache_budget=0, live_dtype: Optional[str] = None,
                   batch_size: int = 0, facts: Optional[ModelFacts] = None, n_models: Optional[int] = None,
-                  n_sources: Optional[int] = None) -> MemoryPlan:
+                  n_sources: Optional[int] = None, backend: str = "hf", vllm: Optional[dict] = None,
+                  gpu_bytes: int = 0) -> MemoryPlan:
     """The plan of one worker that merges ``recipe`` (or a model described by ``facts`` with ``n_models``
-    merged of ``n_sources``) on ``device`` ("cpu" or "cuda"), and evaluates batches of ``batch_size``."""
+    merged of ``n_sources``) on ``device`` ("cpu" or "cuda"), and evaluates batches of ``batch_size`` on the
+    ``backend`` engine (``vllm``: its options, ``gpu_bytes`` for a GPU memory share)."""
     from evomerge.merge.sizes import CHUNK_ELEMS, cache_budget_bytes
 
     if recipe is not None:
@@ -112,20 +116,43 @@ def worker_memory(recipe=None, device: str = "cpu", cache_budget=0, live_dtype: 
         n_sources = len(recipe.sources())
         n_models = len([m for m in recipe.models if m.model != recipe.base])
     dtype = live_dtype if live_dtype not in (None, "auto") else facts.dtype
-    model_bytes = facts.params * DTYPE_BYTES.get(dtype, 4)
+    width = DTYPE_BYTES.get(dtype, 4)
+    model_bytes = facts.params * width
     workspace = (4 * n_models + 6) * CHUNK_ELEMS * 4
     cache = cache_budget_bytes(cache_budget, "cpu")
     if cache is None:  # unlimited: task vectors of every source in float32, the largest thing it can hold
         cache = n_models * facts.params * 4
-    tokens = batch_size * EVAL_TOKENS
-    eval_bytes = tokens * facts.vocab * 4 + tokens * facts.layers * 2 * facts.kv_dim * DTYPE_BYTES.get(dtype, 4)
     on_gpu = device.startswith("cuda")
+    if backend == "vllm":
+        workspace += facts.vocab * facts.hidden * width  # the one merged tensor in flight to the engine
+        eval_bytes = vllm_eval_bytes(facts, width, batch_size, vllm or {})
+        if eval_bytes is None:  # a GPU share: the engine takes that much of the device, weights included
+            eval_bytes = max(0, int(float((vllm or {})["gpu_memory_utilization"]) * gpu_bytes) - model_bytes)
+    else:
+        tokens = batch_size * EVAL_TOKENS
+        eval_bytes = tokens * facts.vocab * 4 + tokens * facts.layers * 2 * facts.kv_dim * width
     staging = 2 * CHUNK_ELEMS * 4 if on_gpu else 0
     device_bytes = model_bytes + workspace + cache + eval_bytes if on_gpu else 0
     host_bytes = staging if on_gpu else model_bytes + workspace + cache + eval_bytes
     return MemoryPlan(device="cuda" if on_gpu else "cpu", model_bytes=model_bytes, workspace_bytes=workspace,
                       cache_bytes=cache, eval_bytes=eval_bytes, host_bytes=host_bytes, device_bytes=device_bytes,
                       page_cache_bytes=n_sources * facts.stored_bytes)
+
+
+def vllm_eval_bytes(facts: ModelFacts, width: int, batch_size: int, vllm: dict) -> Optional[int]:
+    """A vLLM engine's memory beside its weights: the KV cache it is given, plus float32 logits of one
+    scheduled batch of prompt tokens (log-likelihood requests score every prompt position). None when a GPU
+    memory share sizes it instead."""
+    from evomerge.engines.vllm_options import VLLMOptions, kv_cache_bytes
+
+    opts = VLLMOptions.model_validate(vllm)
+    max_len = opts.max_model_len or facts.max_positions
+    seqs = opts.max_num_seqs or batch_size or 1
+    kv = kv_cache_bytes(opts, facts.layers, facts.kv_dim, width, max_len, seqs)
+    if kv is None:
+        return None
+    batch_tokens = min(seqs * max_len, max(max_len, 8192))  # vLLM's default token budget per step
+    return kv + batch_tokens * facts.vocab * 4
 
 
 @dataclass
@@ -194,9 +221,12 @@ def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None
 
         free = (gpu_bytes or 0) if on_gpu else host_bytes
         budget = int(min(free * AUTO_CACHE_SHARE, max(facts.stored_bytes // 2, AUTO_CACHE_FLOOR)))
+    backend = str(fit.get("backend", "hf"))
     w = worker_memory(device="cuda" if on_gpu else "cpu", cache_budget=budget, live_dtype=fit.get("dtype"),
                       batch_size=int(fit.get("batch_size", 64)), facts=facts,
-                      n_models=len([m for m in cfg.models if m != cfg.base]), n_sources=len(sources))
+                      n_models=len([m for m in cfg.models if m != cfg.base]), n_sources=len(sources),
+                      backend=backend, vllm=fit.get("vllm"), gpu_bytes=gpu_bytes or 0)
+    evaluation = "vLLM KV cache + logits" if backend == "vllm" else "activations"
     gb = 1e9
     lines = [f"sources: {len(sources)} x {facts.stored_bytes / gb:.2f} GB ({facts.params / 1e9:.2f}B params, "
              f"{facts.dtype}) = {w.page_cache_bytes / gb:.1f} GB page cache per node, shared by its workers"]
@@ -205,7 +235,7 @@ def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None
         need = max(1, math.ceil(w.device_bytes / per_gpu)) if per_gpu else max(1, int(math.ceil(want_gpus or 1)))
         workers = (n_gpus // need) if n_gpus else 0
         lines.append(f"per worker on its GPU(s): live model {w.model_bytes / gb:.1f} GB + merge scratch "
-                     f"{w.workspace_bytes / gb:.2f} GB + cache {w.cache_bytes / gb:.1f} GB + activations "
+                     f"{w.workspace_bytes / gb:.2f} GB + cache {w.cache_bytes / gb:.1f} GB + {evaluation} "
                      f"~{w.eval_bytes / gb:.1f} GB = {w.device_bytes / gb:.1f} GB -> {need} GPU(s) of "
                      f"{per_gpu / gb:.0f} GB")
         lines.append(f"per worker on the host: {w.host_bytes / gb:.3f} GB (pinned staging buffers)")
@@ -213,7 +243,7 @@ def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None
         need = 0
         workers = int(max(0, host_bytes - w.page_cache_bytes) // max(w.host_bytes, 1))
         lines.append(f"per worker on the host: live model {w.model_bytes / gb:.2f} GB + merge scratch "
-                     f"{w.workspace_bytes / gb:.2f} GB + cache {w.cache_bytes / gb:.2f} GB + activations "
+                     f"{w.workspace_bytes / gb:.2f} GB + cache {w.cache_bytes / gb:.2f} GB + {evaluation} "
                      f"~{w.eval_bytes / gb:.2f} GB = {w.host_bytes / gb:.2f} GB")
     plan = NodePlan(worker=w, gpus_per_worker=need, workers=workers, host_bytes=host_bytes, gpu_bytes=gpu_bytes or 0,
                     n_gpus=n_gpus, lines=lines)

@@ -1,6 +1,8 @@
 """The real worker: turn a recipe into a live model and score it with lm-eval (Fitness).
 
-A parameter-space recipe is merged into one live model in place (InMemoryMerger); a data-flow recipe becomes a
+A parameter-space recipe is merged into one live model in place (InMemoryMerger) held by the worker's
+evaluation engine (``fitness.backend``: a transformers model, or a vLLM engine reloaded in place; an engine
+that fails mid-candidate is restarted and the candidate recorded as failed); a data-flow recipe becomes a
 path model over the sources' layers, loaded once and shared (``build_path_model``, no weights copied).
 Built once per process: sources, the base model and tokenizer, the lm-eval tasks and the item bank / anchors /
 estimator (``Fitness.prepare``). Metrics: one per search task (estimated accuracy), ``mean``, and the model's
@@ -16,6 +18,7 @@ import numpy as np
 
 from evomerge.errors import EvomergeError
 from evomerge.execution.base import WORKERS, CandidateResult, Worker, WorkerSpec
+from evomerge.models.safetensors_io import open_checkpoint
 
 
 @WORKERS.register("lm_eval")
@@ -30,8 +33,9 @@ class LMEvalWorker(Worker):
 
     def __init__(self, cfg, spec: WorkerSpec):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
+        from evomerge.engines import ENGINES
         from evomerge.fitness import Fitness
         from evomerge.merge import InMemoryMerger
         from evomerge.models import resolve_model
@@ -44,18 +48,17 @@ class LMEvalWorker(Worker):
         self.device = torch.device(("cuda" if n_gpus else "cpu") if cfg.device == "auto" else cfg.device)
         self.merger = InMemoryMerger(spec.sources, device=self.device, cache_budget=cfg.cache_budget,
                                      dtype=None if cfg.dtype == "auto" else getattr(torch, cfg.dtype))
-        dtype = self.merger.dtype  # the live model's: the sources' unless the config says otherwise
         lead = resolve_model(spec.base or spec.sources[0])
-        if n_gpus > 1:  # one candidate over every GPU this worker was given (layers placed by accelerate)
-            self.model = AutoModelForCausalLM.from_pretrained(lead, dtype=dtype, device_map="auto").eval()
-        else:
-            self.model = AutoModelForCausalLM.from_pretrained(lead, dtype=dtype, device_map=str(self.device)).eval()
         space = spec.build_space()
         # vocabularies that differ, rule union: the tokenizer of the model with the most tokens
         vocab = space.vocab() if space is not None else "base"
         tokenizer_dir = self.merger.tokenizer_folder(spec.base or spec.sources[0], vocab)
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        self.num_layers = int(self.model.config.num_hidden_layers)
+        # the live model: the merger's dtype (the sources' unless the config says otherwise)
+        self.engine = ENGINES.get(cfg.backend)(lead, tokenizer_dir, self.merger.dtype, self.device, cfg)
+        self.model = self.engine.model
+        lead_config = open_checkpoint(lead).config
+        self.num_layers = int((lead_config.get("text_config") or lead_config).get("num_hidden_layers") or 0)
         self.path_sources = None  # data-flow sources, loaded on the first data-flow recipe
         self.fitness = Fitness.from_config(cfg)
         self.fitness.prepare(self.model, self.tokenizer, self.merger, spec.sources, spec.base, spec.run_dir,
@@ -76,30 +79,36 @@ class LMEvalWorker(Worker):
         return not ESTIMATORS.get(fitness_cfg.estimator).full_split
 
     def evaluate(self, recipe, split: str = "search", request=None) -> CandidateResult:
-        import torch
-
         from evomerge.recipe_dataflow import DataFlowRecipe
 
         t0 = time.perf_counter()
-        if isinstance(recipe, DataFlowRecipe):
-            model, (layers, params) = self._path_model(recipe)
-        else:
-            self.merger.merge_into(recipe, self.model)
-            model = self.model  # its parameter count follows the recipe's vocabulary rows
-            layers, params = self.num_layers, sum(p.numel() for p in model.parameters())
-            with torch.no_grad():
-                if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        try:
+            if isinstance(recipe, DataFlowRecipe):
+                if not self.engine.serves_dataflow:
+                    raise EvomergeError(f"backend {self.cfg.backend} cannot score data-flow recipes")
+                model, (layers, params) = self._path_model(recipe)
+            else:
+                self.merger.merge_into(recipe, self.model)
+                model = self.model
+                layers, params = self.num_layers, self.engine.num_parameters()
+                if not self.engine.all_finite():
                     return CandidateResult.failed("merged weights contain NaN/inf",
                                                   {"merge_s": time.perf_counter() - t0})
-        t1 = time.perf_counter()
-        objectives, raw = self.fitness.score(model, self.tokenizer, split=split, request=request)
+            t1 = time.perf_counter()
+            objectives, raw = self.fitness.score(model, self.tokenizer, split=split, request=request)
+        except EvomergeError:
+            raise
+        except Exception:
+            self.engine.restart()  # whatever the engine held mid-candidate is gone: the next one starts clean
+            raise
         t2 = time.perf_counter()
         objectives = {k: float(v) for k, v in objectives.items()}
         objectives["mean"] = float(np.mean(list(objectives.values())))
         objectives.update(num_layers=float(layers), params_m=params / 1e6)
         items = {t: {str(i): float(s) for i, s in v.items()} for t, v in raw.scores.items()}
-        return CandidateResult(objectives=objectives, item_results=items,
-                               timings={"merge_s": t1 - t0, "eval_s": t2 - t1},
+        timings = {"merge_s": t1 - t0, "eval_s": t2 - t1}
+        timings.update({k: v for k, v in getattr(self.model, "last_load", {}).items() if k == "reload_s"})
+        return CandidateResult(objectives=objectives, item_results=items, timings=timings,
                                fidelity=dict(self.fitness.last_fidelity) if request is not None else {})
 
     def _path_model(self, recipe):

@@ -6,6 +6,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from evomerge.engines.vllm_options import VLLMOptions
 from evomerge.fitness.online.config import FidelityConfig, OnlineBankConfig
 
 
@@ -32,6 +33,9 @@ class FitnessConfig(BaseModel):
     first metric when ``metric`` is ``p_gold``, a search-side score).
     ``device`` / ``dtype``: where and in which precision the worker keeps the live model (``auto``: CUDA when
     the worker sees a GPU).
+    ``backend``: the evaluation engine each worker keeps for the run (``evomerge.engines``): ``hf``
+    (transformers, every recipe kind) or ``vllm`` (one vLLM engine per worker, each candidate reloaded into it
+    in place; its settings in ``vllm``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -70,6 +74,8 @@ class FitnessConfig(BaseModel):
     # bytes the merger may keep for task vectors / magnitude histograms / DELLA ranks across candidates:
     # "auto" (a quarter of the memory free at start), 0, "unlimited", or a size such as "8GB"
     cache_budget: Union[int, str] = "auto"
+    backend: str = "hf"
+    vllm: VLLMOptions = Field(default_factory=VLLMOptions)
 
     @field_validator("tasks")
     @classmethod
@@ -87,6 +93,15 @@ class FitnessConfig(BaseModel):
 
         if v not in ESTIMATORS:
             raise ValueError(f"unknown estimator {v!r} (known: {', '.join(ESTIMATORS.names())})")
+        return v
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v):
+        from evomerge.engines import ENGINES
+
+        if v not in ENGINES:
+            raise ValueError(f"unknown backend {v!r} (known: {', '.join(ENGINES.names())})")
         return v
 
     @field_validator("anchors")

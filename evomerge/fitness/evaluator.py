@@ -1,7 +1,8 @@
 """Evaluate a live model on lm-eval tasks with per-item results, optionally on a subset of item ids.
 
 Task objects are built once (``TaskManager``; only local folders are indexed when every task is found there).
-The model is wrapped with ``HFLM(pretrained=<nn.Module>)`` once per model object, so a search that writes new
+A transformers model is wrapped with ``HFLM(pretrained=<nn.Module>)`` once per model object (an engine
+that is an lm-eval model itself, such as the vLLM backend's, is used as it is), so a search that writes new
 weights into the same module in place re-evaluates without any reload or disk write. Item ids are lm-eval's
 document indices in the task's evaluation split.
 """
@@ -92,8 +93,11 @@ class LMEvalEvaluator:
         return {t: list(range(n)) for t, n in self.n_docs.items()}
 
     def _wrap(self, model, tokenizer):
+        from lm_eval.api.model import LM
         from lm_eval.models.huggingface import HFLM
 
+        if isinstance(model, LM):  # an engine that is an lm-eval model already (backend vllm)
+            return model
         key = (id(model), id(tokenizer))
         if self._lm is None or self._lm_key != key:
             self._lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=self.batch_size)
@@ -132,15 +136,17 @@ class LMEvalEvaluator:
         if subset is not None and set(subset) != set(self.tasks):
             task_dict = {"tasks": {t: self.tasks[t] for t in subset}, "groups": {}, "group_map": {}}
         lm = self._wrap(model, tokenizer)
-        was_training = model.training
-        model.eval()
+        was_training = getattr(model, "training", False)
+        if was_training:
+            model.eval()
         try:
             out = lm_eval.evaluate(lm=lm, task_dict=task_dict, samples=subset, bootstrap_iters=0, log_samples=True,
                                    apply_chat_template=self.apply_chat_template,
                                    fewshot_as_multiturn=self.fewshot_as_multiturn,
                                    system_instruction=self.system_instruction, verbosity="WARNING")
         finally:
-            model.train(was_training)
+            if was_training:
+                model.train(True)
         scores: dict[str, dict[int, float]] = {}
         outputs: dict[str, dict[int, Any]] = {}
         for t in task_dict["tasks"]:

@@ -11,7 +11,7 @@ vocabularies differ, the live model's embeddings are resized to each recipe's ro
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -68,8 +68,13 @@ class InMemoryMerger:
         log.info("InMemoryMerger: %d sources (memory-mapped), cache budget %s", len(refs),
                  "unlimited" if self.cache.budget is None else f"{self.cache.budget / 1e6:.0f} MB")
 
-    def merge_into(self, recipe: MergeRecipe, model: nn.Module) -> None:
-        """Write the merged weights of ``recipe`` into ``model``'s parameters in place (no disk I/O)."""
+    def merge_into(self, recipe: MergeRecipe, model) -> None:
+        """Write the merged weights of ``recipe`` into ``model`` in place (no disk I/O): an ``nn.Module``'s
+        parameters, or a weight sink (an inference engine: ``load_weights(named_tensors)`` and ``dtype``) that
+        takes the tensors one at a time from :meth:`iter_merged`."""
+        if not isinstance(model, nn.Module):
+            model.load_weights(self.iter_merged(recipe, dtype=model.dtype))
+            return
         plan = MergePlan(recipe, self.ckpts)
         if self.vocab_varies:  # the live model gets the recipe's rows (its lead's when its models agree)
             rows = plan.vocab_rows() or config_vocab_size(plan.lead.config)
@@ -90,16 +95,20 @@ class InMemoryMerger:
                     plan.merge(name, row_writer(merged[name].view(geometry(plan.shape(name)))), ws, self.cache)
                 dst.copy_(live.fuse(target, merged) if target.converter is not None else merged[target.sources[0]])
 
+    def iter_merged(self, recipe: MergeRecipe, dtype: Optional[torch.dtype] = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """``(checkpoint name, merged tensor)`` of ``recipe``, one tensor at a time, each a new tensor in ``dtype``
+        (default: the merger's) on the merger's device, so a consumer holds one tensor beyond its own weights."""
+        plan = MergePlan(recipe, self.ckpts)
+        for name in plan.names:
+            t = torch.empty(plan.shape(name), dtype=dtype or self.dtype, device=self.device)
+            rows = t.view(geometry(t.shape))
+            with torch.no_grad():
+                plan.merge(name, row_writer(rows), self.workspace, self.cache, dest=rows)
+            yield name, t
+
     def merge_state_dict(self, recipe: MergeRecipe, dtype: Optional[torch.dtype] = None) -> dict[str, torch.Tensor]:
         """The merged tensors of ``recipe`` (checkpoint names, ``dtype`` default: the merger's) on the device."""
-        plan = MergePlan(recipe, self.ckpts)
-        out = {}
-        with torch.no_grad():
-            for name in plan.names:
-                t = out[name] = torch.empty(plan.shape(name), dtype=dtype or self.dtype, device=self.device)
-                rows = t.view(geometry(t.shape))
-                plan.merge(name, row_writer(rows), self.workspace, self.cache, dest=rows)
-        return out
+        return dict(self.iter_merged(recipe, dtype))
 
     def tokenizer_folder(self, lead: str, vocab: str = "base") -> str:
         """The folder whose tokenizer merges onto ``lead`` of every source get under the ``vocab`` rule."""

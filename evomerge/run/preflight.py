@@ -9,7 +9,9 @@ failure with one ``EvomergeError`` line:
 4. the fitness tasks: include-path folders exist, every task (and test task) is in them (read without lm-eval)
    or else in lm-eval's task index;
 5. every model folder: ``config.json`` parses, safetensors headers parse, architectures / names / shapes agree;
-6. the memory plan (``evomerge.plan.plan_job``): a job whose worker cannot fit on this node is refused.
+6. the evaluation engine (``fitness.backend``): installed, in the tested version range, and able to serve the
+   job's lead model and recipes;
+7. the memory plan (``evomerge.plan.plan_job``): a job whose worker cannot fit on this node is refused.
 
 Nothing is written; ``run_search`` / ``resume`` write the run directory only after it passes, so a failed
 preflight leaves no trace and the corrected config runs. ``evomerge check CONFIG`` runs it alone, and other
@@ -76,6 +78,10 @@ def preflight(cfg: RunConfig, run_dir: Optional[Path] = None, *, resuming: bool 
         if refs:
             rep.checks.append(check_models(refs, layer_paths=isinstance(space, DataFlowSpace),
                                            vocab=space.vocab()))
+        if cfg.fitness.get("kind", "lm_eval") == "lm_eval":
+            line = check_engine(cfg.fitness, space, refs, lead=cfg.base or cfg.models[0])
+            if line:
+                rep.checks.append(line)
         if not pending:  # the memory plan (evomerge plan): a job that cannot fit on this node stops here
             from evomerge.plan import plan_job
 
@@ -195,6 +201,17 @@ def check_local_metrics(fitness: dict[str, Any], paths: list[str]) -> None:
             listed = configs[t].get("metric_list")
             known = [m.get("metric") for m in listed if isinstance(m, dict)] if isinstance(listed, list) else None
             check_task_metric(t, configs[t].get("output_type", "generate_until"), known, metric)
+
+
+# ---- evaluation engine --------------------------------------------------------------------------------------
+
+def check_engine(fitness: dict[str, Any], space, refs: list[str], lead: str) -> Optional[str]:
+    """What the backend cannot serve, in one line (``refs``: the model folders on this machine)."""
+    from evomerge.engines import ENGINES
+    from evomerge.fitness.config import FitnessConfig
+
+    cfg = FitnessConfig.model_validate(fitness)
+    return ENGINES.get(cfg.backend).check(cfg, space, refs, lead)
 
 
 # ---- models -------------------------------------------------------------------------------------------------

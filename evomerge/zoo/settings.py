@@ -93,6 +93,12 @@ VARIANTS: dict[str, ZooSettings] = {
         base=TrainSettings(steps=40, batch_size=32, lr=3e-3, warmup=5),
         expert=TrainSettings(steps=10, batch_size=32, lr=1e-3, hard_fraction=1.0),
     ),
+    # the CI zoo with 32-wide attention heads: the narrowest that vLLM's CPU attention serves (backend: vllm tests)
+    "ci_vllm": ZooSettings(
+        model=ModelSettings(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128),
+        base=TrainSettings(steps=40, batch_size=32, lr=3e-3, warmup=5),
+        expert=TrainSettings(steps=10, batch_size=32, lr=1e-3, hard_fraction=1.0),
+    ),
     "full": ZooSettings(
         model=ModelSettings(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512),
         # the base sees every skill, mostly at the easy level, and is calibrated to solve about a quarter of each
