@@ -271,3 +271,44 @@ def test_plan_counts_the_engine_kv_cache(vzoo):
                       vllm={"kv_cache": "64MB"})
     assert v.model_bytes == hf.model_bytes
     assert v.eval_bytes >= 64 * 10**6 and v.host_bytes > hf.host_bytes - hf.eval_bytes + 64 * 10**6
+
+
+def test_a_killed_ray_worker_restarts_its_engine_and_the_run_completes(vzoo, tmp_path):
+    """One Ray actor owns the engine; killed mid-candidate, its replacement starts a new engine, the candidate
+    runs again, and the ledger equals an in-process run's (made in a subprocess: one engine per process)."""
+    import subprocess
+    import sys
+
+    ray = pytest.importorskip("ray")
+    from evomerge.run import run_config_from_dict, run_search
+    from evomerge.run.ledger import Ledger
+
+    cfg = job(vzoo, budget={"evaluations": 8}, executor={"name": "ray", "options": {"num_workers": 1,
+                                                                                    "num_cpus": 2, "timeout_s": 300}})
+    killed: list[str] = []
+
+    def progress(event):
+        if event["event"] == "candidate" and not killed:  # the worker has begun the next candidate
+            for name in ray.util.list_named_actors():
+                if name.startswith("evomerge-") and "-worker-" in name:
+                    ray.kill(ray.get_actor(name), no_restart=True)
+                    killed.append(name)
+
+    import tempfile
+
+    ray.init(num_cpus=2, _temp_dir=tempfile.mkdtemp(prefix="evr"), include_dashboard=False, log_to_driver=False)
+    try:
+        run_dir = run_search(run_config_from_dict(cfg), tmp_path / "ray-run", progress=progress)
+    finally:
+        ray.shutdown()
+    local = {**cfg, "executor": {"name": "local"}}
+    (tmp_path / "local.yaml").write_text(yaml.safe_dump(local))
+    subprocess.run([sys.executable, "-m", "evomerge", "run", str(tmp_path / "local.yaml"), "--run-dir",
+                    str(tmp_path / "local-run")], check=True, capture_output=True, timeout=300)
+    records = Ledger(run_dir / "ledger.jsonl").records()
+    assert len(killed) == 1 and len(records) == 9 and all(r["status"] == "ok" for r in records)
+    assert sum(r["timings"].get("ray_attempts", 1) > 1 for r in records) == 1
+    strip = ("eval_id", "time", "timings", "n_asked")
+    same = [[{k: v for k, v in r.items() if k not in strip} for r in Ledger(d / "ledger.jsonl").records()]
+            for d in (run_dir, tmp_path / "local-run")]
+    assert same[0] == same[1]
