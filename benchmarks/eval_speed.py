@@ -115,20 +115,19 @@ else:
     engine = VLLMEngine(folder["base"], folder["base"], merger.dtype, torch.device("cpu"), cfg)
     target = lm = engine.model
 start_s = time.perf_counter() - t
-words = [f"w{i}" for i in range(3, tok.vocab_size)]
 import random
 rng = random.Random(0)
+prompts = ["".join(rng.choice(sys.argv[6]) for _ in range(32)) for _ in range(100)]
+assert all(len(tok(p, add_special_tokens=False)["input_ids"]) == 32 for p in prompts)
 reqs = [Instance(request_type="generate_until", doc={}, idx=i,
-                 arguments=(" ".join(rng.choice(words) for _ in range(32)), {"until": [], "max_gen_toks": 64, "do_sample": False}))
-        for i in range(100)]
+                 arguments=(p, {"until": [], "max_gen_toks": 64, "do_sample": False})) for i, p in enumerate(prompts)]
 rows = []
 for i in range(n):
     r = MergeRecipe(method="task_arithmetic", base=folder["base"],
                     models=[ModelSource(model=folder[f"ft{j}"], params={"weight": 0.3 + 0.05 * (i + j)}) for j in (1, 2, 3)])
     t0 = time.perf_counter(); merger.merge_into(r, target); t1 = time.perf_counter()
     outs = lm.generate_until(reqs, disable_tqdm=True); t2 = time.perf_counter()
-    new_tokens = sum(len(tok(o, add_special_tokens=False)["input_ids"]) for o in outs)
-    row = {"merge_s": t1 - t0, "eval_s": t2 - t1, "items": len(reqs), "tokens": new_tokens}
+    row = {"merge_s": t1 - t0, "eval_s": t2 - t1, "items": len(reqs)}
     if backend == "vllm":
         row["reload_s"] = target.last_load["reload_s"]
     rows.append(row)
@@ -144,16 +143,22 @@ def run_child(code: str, *args: str) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
 def add_tokenizer(folder: str, vocab: int) -> None:
-    """A word-level tokenizer over the model's whole vocabulary (``w3`` ... ``w{vocab-1}``, 0-2 special)."""
-    if (Path(folder) / "tokenizer.json").exists():
+    """A tokenizer over the model's whole vocabulary: ids 0-2 special, then one token per letter and digit (what
+    prompts are made of), then filler tokens the model may generate. A BPE without merges, the form
+    transformers' Qwen2 tokenizer (which the model type selects) is built from."""
+    if (Path(folder) / "tokenizer_config.json").exists():
         return
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    ids = {"<pad>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, vocab)}}
-    core = Tokenizer(models.WordLevel(ids, unk_token="<pad>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    ids = {"<pad>": 0, "<s>": 1, "</s>": 2, **{c: 3 + i for i, c in enumerate(CHARS)}}
+    ids.update({f"x{i}": i for i in range(len(ids), vocab)})
+    core = Tokenizer(models.BPE(ids, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     tok.save_pretrained(folder)
 
@@ -173,8 +178,6 @@ def summarize(res: dict) -> dict:
     if "reload_s" in rows[0]:
         out["reload_s"] = median_after_first(rows, "reload_s")
         out["pure_merge_s"] = out["merge_s"] - out["reload_s"]
-    if "tokens" in rows[0]:
-        out["tokens_per_s"] = median_after_first([dict(r, t=r["tokens"] / r["eval_s"]) for r in rows], "t")
     return out
 
 
@@ -202,7 +205,7 @@ def main() -> None:
         folder = build_set(Path(args.root), args.size, "bfloat16")
         for f in folder.values():
             add_tokenizer(f, SIZES[args.size]["vocab_size"])
-        res = {b: run_child(_RANDOM, b, th, n, json.dumps(folder), json.dumps(VLLM_OPTS)) for b in ("hf", "vllm")}
+        res = {b: run_child(_RANDOM, b, th, n, json.dumps(folder), json.dumps(VLLM_OPTS), CHARS) for b in ("hf", "vllm")}
         from evomerge.plan import model_facts, worker_memory
 
         facts = model_facts(folder["base"])
@@ -248,15 +251,15 @@ def render(out: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         hf, vl = (summarize(r[b]) for b in ("hf", "vllm"))
         mb = r["model_bytes"]
         kv = r["vllm"]["kv_bytes"]
-        rows = [[name, f"{s['items_per_s']:.2f}", f"{s['tokens_per_s']:.0f}", f"{s['candidate_s']:.1f}",
+        rows = [[name, f"{s['items_per_s']:.2f}", f"{64 * s['items_per_s']:.0f}", f"{s['candidate_s']:.1f}",
                  f"{s['merge_s']:.2f}", f"{s['reload_s']:.2f} ({s['reload_s'] / s['pure_merge_s']:.2f}x merge)"
                  if "reload_s" in s else "-", f"{s['start_s']:.1f}", f"{r[name]['peak_anon'] / mb:.2f}"]
                 for name, s in (("hf", hf), ("vllm", vl))]
         rows.append(["vllm / hf", f"{vl['items_per_s'] / hf['items_per_s']:.2f}x",
-                     f"{vl['tokens_per_s'] / hf['tokens_per_s']:.2f}x", f"{hf['candidate_s'] / vl['candidate_s']:.2f}x faster",
+                     "", f"{hf['candidate_s'] / vl['candidate_s']:.2f}x faster",
                      "", "", "", ""])
         tables.append((f"(b) Qwen2-shaped random model, {r['params'] / 1e6:.0f}M params, bf16: 100 prompts x 64 "
-                       "new tokens per candidate", ["backend", "items/s", "new tokens/s", "s/candidate", "merge s",
+                       "new tokens per candidate", ["backend", "items/s", "tokens/s (64 per item)", "s/candidate", "merge s",
                                                     "reload s", "start s", "peak anon / model"], rows))
         peak = r["vllm"]["peak_anon"]
         tables.append(("(b) vLLM worker memory", ["one model", "KV cache", "peak anon", "peak / (model + KV)",

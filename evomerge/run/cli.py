@@ -204,24 +204,33 @@ def export_cmd(run_dir: Path, out_dir: Path, which: str, materialize: bool) -> N
               show_default=True)
 @click.option("--variant", type=click.Choice(["ci", "full"]), default="full", show_default=True,
               help="Zoo variant (ci: seconds, for a smoke test; full: the real demo).")
-def demo_cmd(run_dir: Path, variant: str) -> None:
+@click.option("--backend", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True,
+              help="Evaluation engine (vllm: one vLLM engine, each candidate reloaded into it in place; "
+                   "its run folder gets a _vllm suffix by default).")
+def demo_cmd(run_dir: Path, variant: str, backend: str) -> None:
     """Build the tiny zoo if missing, search a merge recipe, and compare the winner on the TEST split."""
     from rich.table import Table
 
     from evomerge.run.demo import demo_config, demo_run_dir, run_demo
     from evomerge.zoo import ensure_zoo
 
-    demo_config(variant)  # config errors before any compute
+    cfg = demo_config(variant, backend)  # config errors before any compute
+    if backend != "hf":
+        from evomerge.run.preflight import check_engine
+
+        check_engine(cfg.fitness, None, [], lead="")  # the engine is installed and of a tested version
     if click.get_current_context().get_parameter_source("run_dir") == click.core.ParameterSource.DEFAULT:
-        chosen, diff = demo_run_dir(run_dir, variant)
+        if backend != "hf":
+            run_dir = run_dir.with_name(f"{run_dir.name}_{backend}")
+        chosen, diff = demo_run_dir(run_dir, variant, backend)
         if chosen != run_dir:
             console.print(f"{run_dir} holds another run (differs in: {', '.join(diff)}); this demo goes to {chosen}")
             run_dir = chosen
     console.print(f"[bold]1/3[/] tiny zoo ({variant}): building if missing ...")
     ensure_zoo(variant, progress=True)
     console.print("[bold]2/3[/] search")
-    with progress_reporter(demo_config(variant).budget.evaluations) as on_event:
-        res = run_demo(run_dir, variant, progress=on_event, say=lambda s: console.print(f"    {s}"))
+    with progress_reporter(cfg.budget.evaluations) as on_event:
+        res = run_demo(run_dir, variant, progress=on_event, say=lambda s: console.print(f"    {s}"), backend=backend)
     console.print("[bold]3/3[/] comparison on the test split")
     t = Table(title="test-split exact-match accuracy (%)")
     t.add_column("model")

@@ -24,19 +24,21 @@ log = logging.getLogger(__name__)
 __all__ = ["COEFFICIENTS", "baseline_recipes", "compare_with_baselines", "demo_config", "demo_run_dir", "run_demo"]
 
 
-def demo_config(variant: str = "full") -> RunConfig:
+def demo_config(variant: str = "full", backend: str = "hf") -> RunConfig:
+    """The demo job on a zoo ``variant``, evaluated by ``backend`` (``fitness.backend``)."""
     cfg = load_run_config("zoo_demo")
-    if variant == "full":
+    if variant == "full" and backend == "hf":
         return cfg
-    text = json.dumps(cfg.model_dump(mode="json")).replace("zoo://full/", f"zoo://{variant}/")
-    return run_config_from_dict(json.loads(text))
+    data = json.loads(json.dumps(cfg.model_dump(mode="json")).replace("zoo://full/", f"zoo://{variant}/"))
+    data["fitness"]["backend"] = backend
+    return run_config_from_dict(data)
 
 
-def demo_run_dir(preferred: Path, variant: str = "full") -> tuple[Path, list[str]]:
+def demo_run_dir(preferred: Path, variant: str = "full", backend: str = "hf") -> tuple[Path, list[str]]:
     """Where the demo of this version goes when the user named no folder: ``preferred``, unless it holds
     another run (an earlier version's demo, the other zoo variant); then the first ``preferred-N`` that is
     free or holds this same run. Returns (folder, the keys the skipped run differs in)."""
-    cfg, first_diff = demo_config(variant), []
+    cfg, first_diff = demo_config(variant, backend), []
     for n in range(1, 1000):
         path = Path(preferred) if n == 1 else Path(f"{preferred}-{n}")
         if not (path / "config.yaml").exists():
@@ -110,9 +112,9 @@ def compare_with_baselines(run_dir: Path, say: Callable[[str], None] = log.info,
 
 
 def run_demo(run_dir: Path, variant: str = "full", progress: Optional[Progress] = None,
-             say: Callable[[str], None] = log.info) -> dict[str, Any]:
+             say: Callable[[str], None] = log.info, backend: str = "hf") -> dict[str, Any]:
     """Run (or continue) the demo search and the comparison; returns and saves ``RUN_DIR/demo.json``."""
-    cfg = demo_config(variant)
+    cfg = demo_config(variant, backend)
     say(f"search: {cfg.name} ({cfg.optimizer.name}, {cfg.budget.evaluations} evaluations) in {run_dir}")
     run_search(cfg, run_dir, progress)
     result = compare_with_baselines(run_dir, say)
