@@ -32,26 +32,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from worker_scale import _SAMPLER, SIZES, build_set  # noqa: E402  (the RssAnon sampler, the model sets)
 
 VLLM_OPTS = {"max_model_len": 256}  # (b): 32 prompt + 64 new tokens fit; the KV cache follows from it
-
-_SAMPLER = r"""
-import threading, time
-def _anon():
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith('RssAnon'):
-                return int(line.split()[1]) * 1024
-class Peak:
-    def __init__(self):
-        self.base = _anon(); self.peak = self.base; self._stop = False
-        self.t = threading.Thread(target=self._run, daemon=True); self.t.start()
-    def _run(self):
-        while not self._stop:
-            self.peak = max(self.peak, _anon()); time.sleep(0.001)
-    def stop(self):
-        self._stop = True; self.t.join(); self.peak = max(self.peak, _anon()); return self.peak - self.base
-"""
 
 _ZOO = r"""
 import json, random, statistics, sys, time
@@ -192,8 +175,6 @@ def main() -> None:
     args = ap.parse_args()
     from rich.console import Console
     from rich.table import Table
-
-    from worker_scale import SIZES, build_set
 
     console = Console()
     skip = set(filter(None, args.skip.split(",")))
