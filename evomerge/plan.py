@@ -124,8 +124,7 @@ def worker_memory(recipe=None, device: str = "cpu", cache_budget=0, live_dtype: 
         cache = n_models * facts.params * 4
     on_gpu = device.startswith("cuda")
     if backend == "vllm":
-        workspace += facts.vocab * facts.hidden * width  # the one merged tensor in flight to the engine
-        eval_bytes = vllm_eval_bytes(facts, width, batch_size, vllm or {})
+        eval_bytes = vllm_eval_bytes(facts, width, batch_size, vllm or {}, on_gpu)
         if eval_bytes is None:  # a GPU share: the engine takes that much of the device, weights included
             eval_bytes = max(0, int(float((vllm or {})["gpu_memory_utilization"]) * gpu_bytes) - model_bytes)
     else:
@@ -139,20 +138,34 @@ def worker_memory(recipe=None, device: str = "cpu", cache_budget=0, live_dtype: 
                       page_cache_bytes=n_sources * facts.stored_bytes)
 
 
-def vllm_eval_bytes(facts: ModelFacts, width: int, batch_size: int, vllm: dict) -> Optional[int]:
-    """A vLLM engine's memory beside its weights: the KV cache it is given, plus float32 logits of one
-    scheduled batch of prompt tokens (log-likelihood requests score every prompt position). None when a GPU
-    memory share sizes it instead."""
+#: vLLM's CPU build keeps its linear layers prepacked for oneDNN beside the loaded weights, and its in-place
+#: reload holds part of the model in checkpoint form while it repacks: engine memory at rest and the reload's
+#: extra, in model weights, measured with vLLM 0.32 on a 261M bf16 model (benchmarks/eval_speed.py re-measures
+#: them against this plan). On a GPU nothing is repacked; the reload's extra there is taken as two of the
+#: largest tensor (the streamed one and its materialized parameter), not measured.
+VLLM_CPU_REST_WEIGHTS = 2.3
+VLLM_CPU_RELOAD_WEIGHTS = 0.7
+
+
+def vllm_eval_bytes(facts: ModelFacts, width: int, batch_size: int, vllm: dict, on_gpu: bool) -> Optional[int]:
+    """A vLLM engine's memory beside one copy of its weights: the KV cache it is given, the weights' second form
+    at rest (CPU), and the larger of two transients: the in-place reload's, or float32 logits of prompt
+    log-likelihoods (a few full-length requests: logits, log-softmax, gather). None when a GPU memory share
+    sizes the engine instead."""
     from evomerge.engines.vllm_options import VLLMOptions, kv_cache_bytes
 
     opts = VLLMOptions.model_validate(vllm)
     max_len = opts.max_model_len or facts.max_positions
-    seqs = opts.max_num_seqs or batch_size or 1
-    kv = kv_cache_bytes(opts, facts.layers, facts.kv_dim, width, max_len, seqs)
+    kv = kv_cache_bytes(opts, facts.layers, facts.kv_dim, width, max_len, opts.max_num_seqs or batch_size or 1)
     if kv is None:
         return None
-    batch_tokens = min(seqs * max_len, max(max_len, 8192))  # vLLM's default token budget per step
-    return kv + batch_tokens * facts.vocab * 4
+    weights = facts.params * width
+    if on_gpu:
+        rest, reload = 0, 2 * facts.vocab * facts.hidden * width
+    else:
+        rest = int((VLLM_CPU_REST_WEIGHTS - 1) * weights)
+        reload = int(VLLM_CPU_RELOAD_WEIGHTS * weights)
+    return kv + rest + max(reload, 4 * max_len * facts.vocab * 4)
 
 
 @dataclass
@@ -226,7 +239,7 @@ def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None
                       batch_size=int(fit.get("batch_size", 64)), facts=facts,
                       n_models=len([m for m in cfg.models if m != cfg.base]), n_sources=len(sources),
                       backend=backend, vllm=fit.get("vllm"), gpu_bytes=gpu_bytes or 0)
-    evaluation = "vLLM KV cache + logits" if backend == "vllm" else "activations"
+    evaluation = "vLLM engine (KV cache, packed weights, reload)" if backend == "vllm" else "activations"
     gb = 1e9
     lines = [f"sources: {len(sources)} x {facts.stored_bytes / gb:.2f} GB ({facts.params / 1e9:.2f}B params, "
              f"{facts.dtype}) = {w.page_cache_bytes / gb:.1f} GB page cache per node, shared by its workers"]

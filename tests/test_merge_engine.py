@@ -102,6 +102,27 @@ def test_merge_into_live_model_in_place(merger, tiny_models):
     assert torch.isfinite(logits).all()
 
 
+@pytest.mark.parametrize("method, dtype, weight, finite", [
+    ("task_arithmetic", torch.float32, 0.5, True), ("linear", torch.float32, 3e38, False),
+    ("task_arithmetic", torch.float16, 0.5, True), ("task_arithmetic", torch.float16, 1e7, False),
+    ("linear", torch.bfloat16, 3e38, False)])
+def test_the_merger_says_when_merged_values_do_not_fit_the_live_dtype(tiny_models, method, dtype, weight, finite):
+    """NaN / inf (three weights of 3e38 overflow float32) and finite float32 values a float16 model cannot hold
+    (1e7 * a task vector) are caught on the merge's float32 chunks, for a live model and a weight stream alike."""
+    from transformers import AutoModelForCausalLM
+
+    merger = InMemoryMerger([tiny_models[k] for k in ("base", "a", "b", "c")], dtype=dtype)
+    r = recipe_from_dict({"method": method, "base": tiny_models["base"],
+                          "params": {"normalize": False} if method == "linear" else {},
+                          "models": [{"model": tiny_models[k], "params": {"weight": weight}} for k in "abc"]})
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["base"], dtype=dtype)
+    merger.merge_into(r, model)
+    assert merger.finite is finite
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters()) is finite
+    merged = dict(merger.iter_merged(r, dtype=dtype))
+    assert merger.finite is finite and all(bool(torch.isfinite(t).all()) for t in merged.values()) is finite
+
+
 def test_subset_and_order_of_sources(merger, tiny_models):
     """A recipe may use any subset of the merger's sources, in any order."""
     m = tiny_models

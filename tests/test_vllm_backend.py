@@ -176,21 +176,10 @@ def test_an_engine_crash_mid_candidate_is_a_failed_record_and_a_restart(vworker,
     assert again.status == "ok" and again.objectives == good.objectives
 
 
-def test_a_nan_candidate_is_failed_and_the_next_one_scores(vworker, vzoo, monkeypatch):
-    import torch
-
-    from evomerge.merge.memory import InMemoryMerger
-
+def test_a_non_finite_candidate_is_failed_and_the_next_one_scores(vworker, vzoo):
     good = vworker.evaluate(recipe(vzoo))
-    real = InMemoryMerger.iter_merged
-
-    def poisoned(self, rec, dtype=None):
-        for name, t in real(self, rec, dtype):
-            yield name, torch.full_like(t, float("nan")) if name.endswith("q_proj.weight") else t
-
-    monkeypatch.setattr(InMemoryMerger, "iter_merged", poisoned)
-    assert vworker.evaluate(recipe(vzoo)).reason == "merged weights contain NaN/inf"
-    monkeypatch.setattr(InMemoryMerger, "iter_merged", real)
+    huge = recipe(vzoo, method="linear", weights=(3e38, 3e38, 3e38), normalize=False)  # sums overflow float32
+    assert vworker.evaluate(huge).reason == "merged weights contain NaN/inf"
     assert vworker.evaluate(recipe(vzoo)).objectives == good.objectives
 
 
@@ -220,7 +209,7 @@ def test_check_accepts_a_job_the_engine_serves(vzoo, tmp_path, monkeypatch):
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job(vzoo)))
     res = CliRunner().invoke(cli, ["check", "job.yaml"])
     assert res.exit_code == 0, res.output
-    assert "engine: vLLM 0.32" in res.output and "vLLM KV cache" in res.output
+    assert "engine: vLLM 0.32" in res.output and "vLLM engine (KV cache" in res.output
 
 
 def test_check_refuses_a_data_flow_space(vzoo, tmp_path, monkeypatch):

@@ -34,10 +34,6 @@ class Engine(ABC):
     def num_parameters(self) -> int:
         """Parameters of the model last loaded (for the ``params_m`` metric)."""
 
-    @abstractmethod
-    def all_finite(self) -> bool:
-        """False when the weights last loaded hold NaN or inf."""
-
     def restart(self) -> None:
         """Bring the engine back after a failure during a candidate (default: nothing to do)."""
 

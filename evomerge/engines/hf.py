@@ -20,9 +20,3 @@ class HFEngine(Engine):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())  # follows the recipe's vocabulary rows
-
-    def all_finite(self) -> bool:
-        import torch
-
-        with torch.no_grad():
-            return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())

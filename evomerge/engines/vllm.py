@@ -122,9 +122,6 @@ class VLLMEngine(Engine):
     def num_parameters(self) -> int:
         return int(self.model.last_load.get("params", 0))
 
-    def all_finite(self) -> bool:
-        return bool(self.model.last_load.get("finite", True))
-
     def restart(self) -> None:
         t0 = time.perf_counter()
         self.model.restart()

@@ -180,11 +180,9 @@ class LiveVLLM(VLLMLM):
 
     def load_weights(self, named_tensors: Iterable) -> None:
         """Reload the engine's weights in place from ``(checkpoint name, tensor)`` pairs; ``last_load`` gets the
-        parameter count, whether every tensor was finite, and the seconds spent producing the tensors
-        (``merge_s``) and in vLLM's reload (``reload_s``)."""
-        import torch
-
-        stats = {"params": 0, "finite": True, "merge_s": 0.0}
+        parameter count and the seconds spent producing the tensors (``merge_s``) and in vLLM's reload
+        (``reload_s``)."""
+        stats = {"params": 0, "merge_s": 0.0}
 
         def stream():
             it = iter(named_tensors)
@@ -195,8 +193,6 @@ class LiveVLLM(VLLMLM):
                 except StopIteration:
                     return
                 stats["params"] += tensor.numel()
-                if stats["finite"] and not bool(torch.isfinite(tensor).all()):
-                    stats["finite"] = False
                 stats["merge_s"] += time.perf_counter() - t0
                 yield name, tensor
 

@@ -91,7 +91,7 @@ class LMEvalWorker(Worker):
                 self.merger.merge_into(recipe, self.model)
                 model = self.model
                 layers, params = self.num_layers, self.engine.num_parameters()
-                if not self.engine.all_finite():
+                if not self.merger.finite:
                     return CandidateResult.failed("merged weights contain NaN/inf",
                                                   {"merge_s": time.perf_counter() - t0})
             t1 = time.perf_counter()

@@ -65,6 +65,9 @@ class InMemoryMerger:
         self._workspaces = {str(self.device): self.workspace}
         self._targets: dict[int, tuple[nn.Module, LiveTargets]] = {}
         self.vocab_varies = bool(vocab_tensors(list(self.ckpts.values()))[0])  # sources' vocabularies differ
+        #: whether every merged value of the last merge_into / iter_merged fitted its output dtype (no NaN, no
+        #: inf, no overflow on the cast), checked on the float32 chunks as they were written
+        self.finite = True
         log.info("InMemoryMerger: %d sources (memory-mapped), cache budget %s", len(refs),
                  "unlimited" if self.cache.budget is None else f"{self.cache.budget / 1e6:.0f} MB")
 
@@ -76,6 +79,7 @@ class InMemoryMerger:
             model.load_weights(self.iter_merged(recipe, dtype=model.dtype))
             return
         plan = MergePlan(recipe, self.ckpts)
+        self.finite = True
         if self.vocab_varies:  # the live model gets the recipe's rows (its lead's when its models agree)
             rows = plan.vocab_rows() or config_vocab_size(plan.lead.config)
             if rows is not None and resize_live_vocab(model, rows):
@@ -87,28 +91,43 @@ class InMemoryMerger:
                 ws = self._workspace(dst.device)  # a model spread over GPUs: merge where each parameter lives
                 if target.converter is None and dst.is_contiguous():
                     rows = dst.view(geometry(dst.shape))
-                    plan.merge(target.sources[0], row_writer(rows), ws, self.cache, dest=rows)
+                    plan.merge(target.sources[0], self._checked(row_writer(rows), dst.dtype), ws, self.cache,
+                               dest=rows)
                     continue
                 merged = {}
                 for name in target.sources:
                     merged[name] = torch.empty(plan.shape(name), dtype=dst.dtype, device=dst.device)
-                    plan.merge(name, row_writer(merged[name].view(geometry(plan.shape(name)))), ws, self.cache)
+                    plan.merge(name, self._checked(row_writer(merged[name].view(geometry(plan.shape(name)))),
+                                                   dst.dtype), ws, self.cache)
                 dst.copy_(live.fuse(target, merged) if target.converter is not None else merged[target.sources[0]])
 
     def iter_merged(self, recipe: MergeRecipe, dtype: Optional[torch.dtype] = None) -> Iterator[tuple[str, torch.Tensor]]:
         """``(checkpoint name, merged tensor)`` of ``recipe``, one tensor at a time, each a new tensor in ``dtype``
         (default: the merger's) on the merger's device, so a consumer holds one tensor beyond its own weights."""
         plan = MergePlan(recipe, self.ckpts)
+        self.finite = True
         for name in plan.names:
             t = torch.empty(plan.shape(name), dtype=dtype or self.dtype, device=self.device)
             rows = t.view(geometry(t.shape))
             with torch.no_grad():
-                plan.merge(name, row_writer(rows), self.workspace, self.cache, dest=rows)
+                plan.merge(name, self._checked(row_writer(rows), t.dtype), self.workspace, self.cache, dest=rows)
             yield name, t
 
     def merge_state_dict(self, recipe: MergeRecipe, dtype: Optional[torch.dtype] = None) -> dict[str, torch.Tensor]:
         """The merged tensors of ``recipe`` (checkpoint names, ``dtype`` default: the merger's) on the device."""
         return dict(self.iter_merged(recipe, dtype))
+
+    def _checked(self, write, dtype: torch.dtype):
+        """``write`` that also clears ``self.finite`` when a float32 chunk holds a value ``dtype`` cannot (NaN,
+        inf, or beyond its range): one min/max pass over a chunk still in cache, not a pass over the model."""
+        limit = torch.finfo(dtype).max if dtype.is_floating_point else float("inf")
+
+        def checked(r0: int, r1: int, chunk: torch.Tensor) -> None:
+            if self.finite and chunk.numel():
+                lo, hi = torch.aminmax(chunk)
+                self.finite = bool(-limit <= lo) and bool(hi <= limit)
+            write(r0, r1, chunk)
+        return checked
 
     def tokenizer_folder(self, lead: str, vocab: str = "base") -> str:
         """The folder whose tokenizer merges onto ``lead`` of every source get under the ``vocab`` rule."""
