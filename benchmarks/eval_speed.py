@@ -172,6 +172,8 @@ def main() -> None:
     ap.add_argument("--root", default=str(Path.home() / ".cache" / "evomerge" / "bench-models"))
     ap.add_argument("--skip", default="", help="comma-separated parts to leave out: zoo, random")
     ap.add_argument("--write-docs", action="store_true")
+    ap.add_argument("--from-results", action="store_true",
+                    help="print (and write) the tables of the last run's results/eval_speed.json; measure nothing")
     args = ap.parse_args()
     from rich.console import Console
     from rich.table import Table
@@ -179,7 +181,13 @@ def main() -> None:
     console = Console()
     skip = set(filter(None, args.skip.split(",")))
     th, n = str(args.threads), str(args.candidates)
-    out: dict = {"threads": args.threads, "candidates": args.candidates}
+    out: dict = {"threads": args.threads, "candidates": args.candidates, "size": args.size}
+    results = HERE / "results"
+    if args.from_results:
+        out = json.loads((results / "eval_speed.json").read_text())
+        args.threads, args.candidates = out["threads"], out["candidates"]
+        args.size = out.get("random", {}).get("size", args.size)
+        skip = {"zoo", "random"}
     if "zoo" not in skip:
         out["zoo"] = {b: run_child(_ZOO, b, th, n) for b in ("hf", "vllm")}
     if "random" not in skip:
@@ -194,9 +202,9 @@ def main() -> None:
                              vllm=VLLM_OPTS)
         out["random"] = {"size": args.size, "params": facts.params, "model_bytes": facts.params * 2,
                          "plan_host_bytes": plan.host_bytes, **res}
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
-    (results / "eval_speed.json").write_text(json.dumps(out, indent=1))
+    if not args.from_results:
+        results.mkdir(exist_ok=True)
+        (results / "eval_speed.json").write_text(json.dumps(out, indent=1))
     tables = render(out)
     for title, header, rows in tables:
         t = Table(title=title)
@@ -213,7 +221,7 @@ def render(out: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     tables = []
     if "zoo" in out:
         hf, vl = (summarize(out["zoo"][b]) for b in ("hf", "vllm"))
-        rows = [[name, f"{s['items_per_s']:.0f}", f"{s['candidate_s']:.3f}", f"{s['merge_s'] * 1e3:.1f}",
+        rows = [[name, f"{s['items_per_s']:.0f}", f"{s['candidate_s']:.3f}", f"{s.get('pure_merge_s', s['merge_s']) * 1e3:.1f}",
                  f"{s['reload_s'] * 1e3:.1f} ({s['reload_s'] / s['pure_merge_s']:.2f}x merge)" if "reload_s" in s else "-",
                  f"{s['start_s']:.1f}" if s["start_s"] else "-"]
                 for name, s in (("hf", hf), ("vllm", vl))]
@@ -233,7 +241,7 @@ def render(out: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         mb = r["model_bytes"]
         kv = r["vllm"]["kv_bytes"]
         rows = [[name, f"{s['items_per_s']:.2f}", f"{64 * s['items_per_s']:.0f}", f"{s['candidate_s']:.1f}",
-                 f"{s['merge_s']:.2f}", f"{s['reload_s']:.2f} ({s['reload_s'] / s['pure_merge_s']:.2f}x merge)"
+                 f"{s.get('pure_merge_s', s['merge_s']):.2f}", f"{s['reload_s']:.2f} ({s['reload_s'] / s['pure_merge_s']:.2f}x merge)"
                  if "reload_s" in s else "-", f"{s['start_s']:.1f}", f"{r[name]['peak_anon'] / mb:.2f}"]
                 for name, s in (("hf", hf), ("vllm", vl))]
         rows.append(["vllm / hf", f"{vl['items_per_s'] / hf['items_per_s']:.2f}x",
@@ -258,6 +266,10 @@ def write_docs(tables, args) -> None:
     doc = HERE.parent / "docs" / "benchmarks.md"
     start, end = "<!-- eval_speed.py: start -->", "<!-- eval_speed.py: end -->"
     lines = [start, "## Evaluation speed: `hf` vs `vllm` (`benchmarks/eval_speed.py`)", "",
+             "Per candidate: *merge* is the merge arithmetic (for `vllm`, the time spent producing the streamed "
+             "tensors), *reload* vLLM's in-place reload of them (its layer processing included); *s/candidate* "
+             "is merge + reload + evaluation. Medians of the candidates after the first. *peak anon*: the "
+             "worker's peak anonymous memory above the process after imports.", "",
              f"Measured by `python benchmarks/eval_speed.py --threads {args.threads} --size {args.size} "
              f"--candidates {args.candidates} --write-docs` on {os.cpu_count()} CPU cores "
              f"({platform.machine()}, no GPU), vLLM's CPU build. Method: the script's docstring.", ""]

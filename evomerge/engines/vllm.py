@@ -26,13 +26,18 @@ FIX = "use fitness.backend: hf"
 
 def prepare_environment() -> None:
     """Environment vLLM reads at import: the engine in this process (the weight stream is a generator), torch's
-    thread count kept (vLLM drops it to 1 unless OMP_NUM_THREADS is set), quiet logs."""
+    thread count kept (vLLM drops it to 1 unless OMP_NUM_THREADS is set), and a quiet engine: vLLM logs errors
+    only (``VLLM_LOGGING_LEVEL`` set by the user wins) and its deprecation warnings stay out of the search's
+    output."""
+    import warnings
+
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     if "OMP_NUM_THREADS" not in os.environ:
         import torch
 
         os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm\.")
     # every reload says so for layers with no checkpoint tensor (rotary caches), which it keeps as they are
     logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(
         lambda record: "Failed to load weights" not in record.getMessage())
@@ -76,7 +81,8 @@ class VLLMEngine(Engine):
         args = dict(model=self.lead, tokenizer=self.tokenizer_dir, dtype=self.dtype_name, seed=self.seed,
                     max_model_len=self.max_len, max_num_seqs=self.max_num_seqs,
                     enforce_eager=self.opts.enforce_eager if self.opts.enforce_eager is not None else not self.on_gpu,
-                    disable_log_stats=True, **self.opts.engine_args)
+                    disable_log_stats=True, use_tqdm_on_load=False)
+        args.update(self.opts.engine_args)
         if self.kv_bytes is not None:
             args["kv_cache_memory_bytes"] = self.kv_bytes
         else:
