@@ -1,4 +1,5 @@
-"""lm-eval's requests on a live vLLM engine.
+"""lm-eval's requests on a live vLLM engine (``VLLMLM``), and the worker's live model on it (``LiveVLLM``: also
+the merger's weight sink, each candidate streamed into vLLM's in-place reload).
 
 Items are tokenized by the worker's Hugging Face tokenizer exactly as lm-eval's HFLM tokenizes them, and the
 engine is given token ids, so both backends see the same tokens. Every request of a call goes to the engine at
@@ -102,7 +103,7 @@ class VLLMLM(TemplateLM):
             if max_gen >= self.max_length:
                 raise ValueError(f"max_gen_toks {max_gen} must be below the engine's max_model_len "
                                  f"{self.max_length}")
-            toks = self.tok_encode(context)[-(self.max_length - max_gen):]  # HFLM keeps the left end off
+            toks = self.tok_encode(context)[-(self.max_length - max_gen):]  # left-truncated, as HFLM does
             extra = {k: kw[k] for k in ("top_p", "top_k", "min_p", "repetition_penalty") if k in kw}
             prompts.append(toks)
             params.append(SamplingParams(max_tokens=max_gen, stop=until, temperature=temperature,

@@ -106,8 +106,10 @@ class LMEvalWorker(Worker):
         objectives["mean"] = float(np.mean(list(objectives.values())))
         objectives.update(num_layers=float(layers), params_m=params / 1e6)
         items = {t: {str(i): float(s) for i, s in v.items()} for t, v in raw.scores.items()}
-        timings = {"merge_s": t1 - t0, "eval_s": t2 - t1}
-        timings.update({k: v for k, v in getattr(self.model, "last_load", {}).items() if k == "reload_s"})
+        timings = {"merge_s": t1 - t0, "eval_s": t2 - t1}  # merge_s includes an engine's reload, if any
+        reload_s = getattr(self.model, "last_load", {}).get("reload_s")
+        if reload_s is not None:
+            timings["reload_s"] = reload_s
         return CandidateResult(objectives=objectives, item_results=items, timings=timings,
                                fidelity=dict(self.fitness.last_fidelity) if request is not None else {})
 
