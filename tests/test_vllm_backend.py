@@ -301,3 +301,21 @@ def test_a_killed_ray_worker_restarts_its_engine_and_the_run_completes(vzoo, tmp
     same = [[{k: v for k, v in r.items() if k not in strip} for r in Ledger(d / "ledger.jsonl").records()]
             for d in (run_dir, tmp_path / "local-run")]
     assert same[0] == same[1]
+
+
+def test_an_irt_item_bank_is_built_through_the_engine(vzoo, tmp_path):
+    """``bank: build`` merges the base, the parents and random merges into the live model and scores them on
+    the whole split: through the engine's reload, in its own process (one engine per process)."""
+    import subprocess
+    import sys
+
+    cfg = job(vzoo, fitness=fitness(tasks=["zoo_add"], estimator="pirt", bank="build", population=2,
+                                    items_per_task=10, anchors="random"),
+              objectives=[{"metric": "zoo_add"}], budget={"evaluations": 4})
+    (tmp_path / "bank.yaml").write_text(yaml.safe_dump(cfg))
+    res = subprocess.run([sys.executable, "-m", "evomerge", "run", str(tmp_path / "bank.yaml"), "--run-dir",
+                          str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    bank = json.loads((tmp_path / "run" / "item_bank" / "bank.json").read_text())
+    assert len(bank["models"]) == 6 and len(bank["item_ids"]["zoo_add"]) == 1000  # base, 3 parents, 2 merges
+    assert (tmp_path / "run" / "ledger.jsonl").read_text().count("\n") >= 4
