@@ -37,6 +37,7 @@ def prepare_environment() -> None:
 
         os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    logging.getLogger("vllm").setLevel(os.environ["VLLM_LOGGING_LEVEL"].upper())  # before vLLM's own set-up
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm\.")
     # every reload says so for layers with no checkpoint tensor (rotary caches), which it keeps as they are
     logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(
