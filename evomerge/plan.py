@@ -6,7 +6,9 @@ cache, one copy per node, not counted per worker); the live model is the one ful
 or on the host for a CPU worker); the merge scratch is ``(4 n + 6)`` chunk buffers of ``CHUNK_ELEMS`` float32
 (n = models merged), plus two pinned staging chunks per source on the host for a GPU worker; the cache is
 whatever its budget allows; evaluation activations are an estimate (logits of one batch of ``EVAL_TOKENS``
-tokens in float32, plus the KV cache). ``benchmarks/worker_scale.py`` compares this to measured peaks.
+tokens in float32, plus the KV cache). ``benchmarks/worker_scale.py`` compares this to measured peaks. With
+``fitness.backend: vllm`` the evaluation part is the engine's (``vllm_eval_bytes``: its KV cache as the engine
+sizes it, and on the CPU its packed weights and reload; ``benchmarks/eval_speed.py`` compares).
 """
 
 from __future__ import annotations
