@@ -22,6 +22,16 @@ SYN = {"name": "bad", "base": "/m/base", "models": ["/m/a", "/m/b"],
 LM = {"kind": "lm_eval", "tasks": ["zoo_add"], "include_path": ["zoo"], "estimator": "full", "population": 0}
 
 
+# 460 bytes whose aliases expand to 12 billion nodes (every later walk of the config would expand them)
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdefghi", "bcdefghij"))
+
+
+def inside_valid_config(block: str) -> str:
+    """A valid job whose free-form ``architecture:`` mapping holds ``block`` (indented under it)."""
+    return yaml.safe_dump(SYN) + "architecture:\n" + "".join(f"  {line}\n" for line in block.splitlines())
+
+
 def syn(**kw):
     return {**SYN, **kw}
 
@@ -41,6 +51,10 @@ CONFIGS = [
     ("yaml-not-mapping", "- a\n- b\n"),
     ("yaml-empty", ""),
     ("yaml-tab-indent", "name: x\n\tmodels: []\n"),
+    ("yaml-alias-bomb", inside_valid_config(ALIAS_BOMB)),
+    ("yaml-recursive-alias", inside_valid_config("a: &n [x, *n]")),
+    ("yaml-nested-too-deep", inside_valid_config("a: " + "[" * 5000 + "]" * 5000)),
+    ("yaml-oversized", inside_valid_config("a: 1\n" + "# padding\n" * 500_000)),
     ("unknown-key", syn(modles=["/m/a"])),
     ("models-wrong-type", syn(models=5)),
     ("models-empty", syn(models=[])),
@@ -220,6 +234,7 @@ def _recipe(models, **kw):
 MERGES = [
     ("missing-file", None),
     ("yaml-broken", "method: [ties"),
+    ("yaml-alias-bomb", ALIAS_BOMB),
     ("not-a-mapping", "- ties\n"),
     ("unknown-method", lambda m: _recipe(m, method="frankenmerge")),
     ("unknown-kind", lambda m: _recipe(m, kind="quantum")),
