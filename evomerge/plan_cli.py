@@ -11,7 +11,8 @@ from evomerge.cli import cli
 
 @cli.command("plan")
 @click.argument("config")
-@click.option("--gpus", type=int, default=None, help="GPUs on the node (default: those visible here).")
+@click.option("--gpus", type=click.IntRange(min=0), default=None,
+              help="GPUs on the node (default: those visible here).")
 @click.option("--gpu-memory", default=None, help="Memory of one GPU, e.g. 80GB (default: the visible GPUs').")
 @click.option("--host-memory", default=None, help="Host memory for workers, e.g. 512GB (default: available now).")
 def plan_cmd(config: str, gpus: Optional[int], gpu_memory: Optional[str], host_memory: Optional[str]) -> None:
@@ -22,8 +23,8 @@ def plan_cmd(config: str, gpus: Optional[int], gpu_memory: Optional[str], host_m
     from evomerge.run.config import load_run_config
 
     cfg = load_run_config(config)
-    plan = plan_job(cfg, host_bytes=parse_size(host_memory) if host_memory else None, n_gpus=gpus,
-                    gpu_bytes=parse_size(gpu_memory) if gpu_memory else None)
+    plan = plan_job(cfg, host_bytes=parse_size(host_memory, "--host-memory") if host_memory else None,
+                    n_gpus=gpus, gpu_bytes=parse_size(gpu_memory, "--gpu-memory") if gpu_memory else None)
     if plan is None:
         click.echo(f"{cfg.name}: its fitness kind loads no models; nothing to plan")
         return

@@ -187,6 +187,18 @@ def test_a_bad_model_file_is_named(broken_models, tmp_path, monkeypatch):
     assert str(sorted(Path(broken_models["truncated"]).glob("*.safetensors"))[0]) in line
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["plan", "job.yaml", "--gpus", "-1"], "Invalid value for '--gpus': -1 is not in the range x>=0"),
+    (["plan", "job.yaml", "--gpu-memory", "lots"], "cannot read --gpu-memory 'lots'"),
+    (["plan", "job.yaml", "--host-memory", "-2GB"], "cannot read --host-memory '-2GB'"),
+    (["check", "job.yaml"], "cache_budget must be positive, got -3"),
+])
+def test_sizes_are_named_as_the_user_wrote_them(broken_models, tmp_path, monkeypatch, argv, words):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(lm(broken_models, cache_budget=-3 if argv[0] == "check" else 0)))
+    assert words in assert_one_error(CliRunner().invoke(cli, argv), tmp_path / "runs")
+
+
 def test_a_failed_preflight_leaves_the_corrected_config_free_to_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(syn(executor={"name": "slurm"})))

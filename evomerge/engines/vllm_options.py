@@ -45,9 +45,9 @@ class VLLMOptions(BaseModel):
         from evomerge.models.export_writer import parse_size
 
         try:
-            return parse_size(v)
+            return parse_size(v, "kv_cache size")
         except Exception as exc:
-            raise ValueError(str(exc).replace("shard size", "kv_cache size")) from None
+            raise ValueError(str(exc)) from None
 
     @field_validator("engine_args")
     @classmethod

@@ -26,7 +26,7 @@ def cache_budget_bytes(budget: Optional[int | str], device="cpu") -> Optional[in
         else:
             free = host_available_bytes()
         return int(free * AUTO_CACHE_SHARE)
-    return 0 if budget == 0 else parse_size(budget)
+    return 0 if budget == 0 else parse_size(budget, "cache_budget")
 
 
 def host_available_bytes() -> int:

@@ -25,18 +25,18 @@ AUX_FILES = (
 )
 
 
-def parse_size(size: str | int) -> int:
-    """``"2GB"`` / ``"500MiB"`` / ``1000000`` -> bytes."""
+def parse_size(size: str | int, what: str = "shard size") -> int:
+    """``"2GB"`` / ``"500MiB"`` / ``1000000`` -> bytes; ``what`` names the setting in the error."""
     if isinstance(size, int):
         if size <= 0:
-            raise EvomergeError(f"shard size must be positive, got {size}")
+            raise EvomergeError(f"{what} must be positive, got {size}")
         return size
     m = _SIZE.match(str(size))
     if not m or m.group(2).upper() not in _UNITS:
-        raise EvomergeError(f"cannot read shard size {size!r} (use e.g. 2GB, 500MB, 1GiB)")
+        raise EvomergeError(f"cannot read {what} {size!r} (use e.g. 2GB, 500MB, 1GiB)")
     value = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
     if value <= 0:
-        raise EvomergeError(f"shard size must be positive, got {size!r}")
+        raise EvomergeError(f"{what} must be positive, got {size!r}")
     return value
 
 
