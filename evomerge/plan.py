@@ -82,12 +82,26 @@ def model_facts(ref: str, architecture: Optional[dict] = None) -> ModelFacts:
     if model_type is None:
         raise EvomergeError("architecture: needs model_type (llama, qwen2, mistral, ...)")
     dtype = str(cfg_dict.pop("dtype", "bfloat16"))
+    from transformers import CONFIG_MAPPING
+
+    if model_type not in CONFIG_MAPPING:
+        import difflib
+
+        near = difflib.get_close_matches(str(model_type), list(CONFIG_MAPPING.keys()), n=3)
+        raise EvomergeError(f"architecture: unknown model_type {model_type!r}"
+                            + (f" (did you mean: {', '.join(near)}?)" if near else " (e.g. llama, qwen2, mistral)"))
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                "intermediate_size", "vocab_size", "head_dim"):
+        value = cfg_dict.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise EvomergeError(f"architecture: {key} must be a positive whole number, got {value!r}")
     try:
         cfg = AutoConfig.for_model(model_type, **cfg_dict)
-    except (ValueError, TypeError) as exc:
-        raise EvomergeError(f"architecture: {str(exc).splitlines()[0]}") from None
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(cfg)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(cfg)
+    except Exception as exc:  # a config transformers cannot build a model from: its reason, in one line
+        raise EvomergeError(f"architecture: transformers cannot build a {model_type} model from these fields: "
+                            f"{' '.join(str(exc).split())[:300]}") from None
     params = sum(p.numel() for p in model.parameters())
     return _facts(cfg.to_dict(), params, params * DTYPE_BYTES.get(dtype, 2), dtype)
 

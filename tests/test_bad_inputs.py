@@ -199,6 +199,27 @@ def test_sizes_are_named_as_the_user_wrote_them(broken_models, tmp_path, monkeyp
     assert words in assert_one_error(CliRunner().invoke(cli, argv), tmp_path / "runs")
 
 
+ARCH = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
+        "intermediate_size": 128, "vocab_size": 100}
+
+
+@pytest.mark.parametrize("arch, words", [
+    ({**ARCH, "model_type": "nosuch"}, "unknown model_type 'nosuch' (e.g. llama"),
+    ({**ARCH, "model_type": "lama"}, "unknown model_type 'lama' (did you mean: llama"),
+    ({**ARCH, "num_attention_heads": 0}, "num_attention_heads must be a positive whole number, got 0"),
+    ({**ARCH, "hidden_size": "lots"}, "hidden_size must be a positive whole number, got 'lots'"),
+    ({**ARCH, "num_attention_heads": 5}, "hidden size (64) is not a multiple of the number of attention heads (5)"),
+], ids=["unknown", "near-miss", "zero-heads", "not-a-number", "heads-do-not-divide"])
+def test_plan_of_a_bad_architecture_block_is_one_short_line(tmp_path, monkeypatch, arch, words):
+    """Models not on this machine are planned from ``architecture:``; a bad block is one line of at most a few
+    hundred characters, never the list of every transformers model type or an internal error."""
+    monkeypatch.chdir(tmp_path)
+    job = {**syn(fitness=LM, base="org/base", models=["org/a", "org/b"]), "architecture": arch}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    line = assert_one_error(CliRunner().invoke(cli, ["plan", "job.yaml", "--gpus", "1", "--gpu-memory", "80GB"]))
+    assert words in line and len(line) < 400
+
+
 def test_a_failed_preflight_leaves_the_corrected_config_free_to_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(syn(executor={"name": "slurm"})))
