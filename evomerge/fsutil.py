@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from evomerge.errors import EvomergeError
+
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder (fsynced, then renamed over it): a
@@ -19,6 +21,26 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def check_output_folder(path: str | Path, what: str = "output folder", allow_full: bool = False) -> Path:
+    """``path`` as a folder to write: missing below a writable folder, or an empty folder (any folder with
+    ``allow_full``); one EvomergeError line otherwise, before any compute."""
+    out = Path(path)
+    if out.exists():
+        if not out.is_dir():
+            raise EvomergeError(f"{what} {out} exists and is not a folder")
+        if not allow_full and any(out.iterdir()):
+            raise EvomergeError(f"{what} {out} exists and is not empty")
+        return out
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise EvomergeError(f"cannot create {what} {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EvomergeError(f"cannot create {what} {out}: {parent} is not writable")
+    return out
 
 
 @contextmanager

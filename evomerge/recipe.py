@@ -101,7 +101,7 @@ class MergeRecipe(_Strict):
     params: dict[str, ParamValue] = Field(default_factory=dict)
     overrides: list[Override] = Field(default_factory=list)
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)  # torch's and mergekit's generators take 64-bit seeds
     vocab: Literal["base", "union"] = "base"  # when the sources' vocabularies differ (evomerge.models.vocab)
     random_stream: Literal["evomerge", "mergekit"] = "evomerge"
 

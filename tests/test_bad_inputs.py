@@ -67,6 +67,7 @@ CONFIGS = [
     ("budget-wrong-type", syn(budget={"evaluations": "many"})),
     ("budget-empty", syn(budget={})),
     ("seed-wrong-type", syn(seed="abc")),
+    ("seed-beyond-64-bits", syn(seed=2**70)),
     ("fitness-no-kind", syn(fitness={"tasks": ["a"]})),
     ("fitness-unknown-kind", syn(fitness={"kind": "bleu"})),
     ("fitness-extra-key", syn(fitness={"kind": "synthetic", "bogus": 1})),
@@ -281,6 +282,8 @@ MERGES = [
     ("mergekit-truncated-model", lambda m: {"merge_method": "linear", "models": [
         {"model": m["a"], "parameters": {"weight": 0.5}}, {"model": m["truncated"], "parameters": {"weight": 0.5}}]}),
     ("dataflow-unknown-model", lambda m: {"kind": "dataflow", "models": {"a": m["a"]}, "path": [["b", 0]]}),
+    ("seed-beyond-64-bits", lambda m: _recipe(m, method="dare_ties", seed=2**70, random_stream="mergekit")),
+    ("mergekit-models-bare-strings", lambda m: {"merge_method": "linear", "models": [m["a"], m["b"]]}),
 ]
 
 
@@ -294,6 +297,13 @@ def test_bad_merge_input_is_one_error_line_and_writes_nothing(case, broken_model
         path.write_text(recipe if isinstance(recipe, str) else yaml.safe_dump(recipe))
     res = CliRunner().invoke(cli, ["merge", str(path), str(tmp_path / "out")])
     assert_one_error(res, tmp_path / "out")
+
+
+def test_an_output_folder_below_a_file_is_one_error_line(broken_models, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(_recipe(broken_models)))
+    res = CliRunner().invoke(cli, ["merge", str(tmp_path / "recipe.yaml"), str(tmp_path / "afile" / "out")])
+    assert f"{tmp_path / 'afile'} is a file, not a folder" in assert_one_error(res)
 
 
 def test_merge_from_mergekit_flag_on_an_evomerge_recipe(broken_models, tmp_path):

@@ -27,7 +27,7 @@ from evomerge.dataflow.sources import (
     source_tensors,
     torch_dtype,
 )
-from evomerge.errors import EvomergeError
+from evomerge.fsutil import check_output_folder
 from evomerge.recipe import recipe_to_yaml
 from evomerge.recipe_dataflow import DataFlowRecipe
 
@@ -41,10 +41,8 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
 def export_dataflow(recipe: DataFlowRecipe, out_dir: str | Path, sources: SourceModels | None = None,
                     shard_bytes: int = 2 * 1024**3, overwrite: bool = False) -> Path:
     """Write the recipe's network as an HF folder (config, safetensors shards, tokenizer, recipe YAML)."""
-    out = Path(out_dir)
+    out = check_output_folder(out_dir, "export folder", allow_full=overwrite)
     if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise EvomergeError(f"export folder {out} is not empty (pass overwrite to replace it)")
         shutil.rmtree(out)
     configs = check_compatible(recipe, sources.configs(recipe) if sources else None)
     out.mkdir(parents=True, exist_ok=True)

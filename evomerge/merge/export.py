@@ -13,6 +13,7 @@ from typing import Callable, Optional
 import torch
 
 from evomerge.errors import EvomergeError
+from evomerge.fsutil import check_output_folder
 from evomerge.merge.engine import TensorCache, Workspace, geometry, row_writer
 from evomerge.merge.plan import MergePlan, input_models, validate_recipe
 from evomerge.models.compat import check_compatible
@@ -52,9 +53,7 @@ def export_recipe(
     check_compatible(list(ckpts.values()), vocab=recipe.vocab)
     plan = MergePlan(recipe, ckpts)  # every bad value (and vocabularies that cannot merge) fails here
 
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise EvomergeError(f"output folder {out} exists and is not empty")
+    out = check_output_folder(out_dir)
     workspace = Workspace(device)
     cache = TensorCache(0)  # one pass: nothing is reused
     writer = ShardedWriter(out, max_bytes, [(n, plan.shape(n), out_dtype) for n in plan.names])

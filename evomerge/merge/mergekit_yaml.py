@@ -177,6 +177,11 @@ def from_mergekit_yaml(text: str) -> MergeRecipe:
         _check_slices(slices)
         lead = base or _model_ref(slices[0]["sources"][0]["model"])
     elif cfg.get("models"):
+        bad = next((m for m in (cfg["models"] if isinstance(cfg["models"], list) else [cfg["models"]])
+                    if not isinstance(m, dict) or "model" not in m), None)
+        if bad is not None or not isinstance(cfg["models"], list):
+            raise ConfigError(f"mergekit config: each entry of models: is a mapping with a model: key "
+                              f"(got {bad if bad is not None else cfg['models']!r})")
         lead = base or _model_ref(cfg["models"][0]["model"])
         slices = None
     else:

@@ -130,7 +130,7 @@ class RunConfig(_Strict):
 
     name: str = "search"
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)  # every generator of the run is seeded from it (64-bit)
     base: Optional[str] = None
     models: list[str] = Field(default_factory=list)
     space: Union[str, dict[str, Any]]

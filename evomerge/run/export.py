@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 from evomerge.errors import EvomergeError
 from evomerge.execution.base import EXECUTORS
-from evomerge.fsutil import atomic_write
+from evomerge.fsutil import atomic_write, check_output_folder
 from evomerge.recipe import recipe_from_dict, recipe_to_yaml
 from evomerge.run.loop import worker_spec
 from evomerge.run.report import RunReport
@@ -72,9 +72,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", ma
     chosen = select(report, which)
     if not chosen:
         raise EvomergeError(f"run {run_dir} has no successful candidate to export")
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise EvomergeError(f"output folder {out} exists and is not empty")
+    out = check_output_folder(out_dir)
     test = evaluate_on_test(report, chosen, progress)
     rows = []
     for r in chosen:
