@@ -276,6 +276,10 @@ def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None
                      f"~{w.eval_bytes / gb:.2f} GB = {w.host_bytes / gb:.2f} GB")
     plan = NodePlan(worker=w, gpus_per_worker=need, workers=workers, host_bytes=host_bytes, gpu_bytes=gpu_bytes or 0,
                     n_gpus=n_gpus, lines=lines)
+    if on_gpu and not n_gpus and not ex_opts.get("address"):
+        asked = f"device: {device}" if device.startswith("cuda") else f"num_gpus: {want_gpus:g}"
+        raise EvomergeError(f"the job runs on GPUs ({asked}) and this node shows none: run it on a GPU node, plan "
+                            "for one with --gpus N --gpu-memory SIZE, or use device: cpu and num_gpus: 0")
     if on_gpu and n_gpus and gpu_bytes and need > n_gpus:
         raise EvomergeError(f"one worker needs {w.device_bytes / gb:.1f} GB of GPU memory ({need} GPUs of "
                             f"{gpu_bytes / gb:.0f} GB); this node has {n_gpus}")

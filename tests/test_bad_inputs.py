@@ -200,6 +200,21 @@ def test_sizes_are_named_as_the_user_wrote_them(broken_models, tmp_path, monkeyp
     assert words in assert_one_error(CliRunner().invoke(cli, argv), tmp_path / "runs")
 
 
+@pytest.mark.parametrize("argv, fitness", [
+    (["plan", "gpu_llama_ties"], None), (["plan", "gpu_llama_ties", "--gpus", "0"], None),
+    (["check", "job.yaml"], {"device": "cuda"}), (["run", "job.yaml"], {"device": "cuda"}),
+    (["plan", "job.yaml"], {"device": "cuda:0"}),
+])
+def test_a_gpu_job_on_a_node_without_gpus_is_refused_before_anything_runs(broken_models, tmp_path, monkeypatch,
+                                                                         argv, fitness):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    if fitness is not None:
+        (tmp_path / "job.yaml").write_text(yaml.safe_dump(lm(broken_models, **fitness)))
+    line = assert_one_error(CliRunner().invoke(cli, argv), tmp_path / "runs")
+    assert "this node shows none" in line and "device: cpu and num_gpus: 0" in line
+
+
 ARCH = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
         "intermediate_size": 128, "vocab_size": 100}
 
