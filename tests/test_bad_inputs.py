@@ -215,6 +215,16 @@ def test_a_gpu_job_on_a_node_without_gpus_is_refused_before_anything_runs(broken
     assert "this node shows none" in line and "device: cpu and num_gpus: 0" in line
 
 
+@pytest.mark.parametrize("verb", ["check", "run"])
+def test_a_space_with_more_layers_than_the_model_is_refused_before_anything_runs(broken_models, tmp_path,
+                                                                                 monkeypatch, verb):
+    monkeypatch.chdir(tmp_path)
+    job = lm(broken_models) | {"space": {"preset": "ties_layerwise", "num_layers": 40}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    line = assert_one_error(CliRunner().invoke(cli, [verb, "job.yaml"]), tmp_path / "runs")
+    assert "is outside the model (4 layers: model.layers.0..3)" in line and len(line) < 300
+
+
 ARCH = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
         "intermediate_size": 128, "vocab_size": 100}
 

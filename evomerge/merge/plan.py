@@ -7,7 +7,6 @@ from typing import Iterable, Optional
 from evomerge.errors import ConfigError
 from evomerge.models.arch import BlockLayout
 from evomerge.merge.registry import MergeMethod, TensorParams, get_method
-from evomerge.merge.vocab_rows import merge_vocab_tensor
 from evomerge.models.vocab import build_vocab_map
 from evomerge.recipe import MergeRecipe
 
@@ -164,6 +163,8 @@ class MergePlan:
         from evomerge.merge.engine import merge_tensor
 
         if self.vocab and name in self.vocab.tensors:
+            from evomerge.merge.vocab_rows import merge_vocab_tensor  # torch: only where tensors are merged
+
             return merge_vocab_tensor(self, name, write, workspace, cache, dest)
         base = self.ckpts[self.base].view(name) if self.base else None
         merge_tensor(self.method, self.params[name], name, self.models, base,

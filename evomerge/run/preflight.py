@@ -78,6 +78,9 @@ def preflight(cfg: RunConfig, run_dir: Optional[Path] = None, *, resuming: bool 
         if refs:
             rep.checks.append(check_models(refs, layer_paths=isinstance(space, DataFlowSpace),
                                            vocab=space.vocab()))
+            lead = cfg.base or cfg.models[0]
+            if not isinstance(space, DataFlowSpace) and lead in refs:
+                check_space_layers(space, lead)
         if cfg.fitness.get("kind", "lm_eval") == "lm_eval":
             line = check_engine(cfg.fitness, space, refs, lead=cfg.base or cfg.models[0])
             if line:
@@ -201,6 +204,22 @@ def check_local_metrics(fitness: dict[str, Any], paths: list[str]) -> None:
             listed = configs[t].get("metric_list")
             known = [m.get("metric") for m in listed if isinstance(m, dict)] if isinstance(listed, list) else None
             check_task_metric(t, configs[t].get("output_type", "generate_until"), known, metric)
+
+
+def check_space_layers(space, lead: str) -> None:
+    """The space's per-layer groups fit the lead model's block list (its default point's recipe, as the merge
+    engine would check it on the first candidate)."""
+    from evomerge.merge.plan import check_layers
+    from evomerge.models import LazyCheckpoint
+    from evomerge.models.compat import layout_of
+    from evomerge.recipe import MergeRecipe
+
+    recipe = space.decode(space.default_point())
+    if isinstance(recipe, MergeRecipe):
+        try:
+            check_layers(recipe, layout_of(LazyCheckpoint(lead)))
+        except EvomergeError as exc:
+            raise ConfigError(f"search space: {exc} (is the space's num_layers the model's?)") from None
 
 
 # ---- evaluation engine --------------------------------------------------------------------------------------
