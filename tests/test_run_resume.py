@@ -195,3 +195,30 @@ def test_wall_time_and_generation_budgets(tmp_path):
     assert [r["gen"] for r in Ledger(tmp_path / "g" / "ledger.jsonl")] == [0] * 5 + [1] * 5
     run_search(run_config_from_dict(config(budget={"evaluations": 7})), tmp_path / "e")
     assert [r["gen"] for r in Ledger(tmp_path / "e" / "ledger.jsonl")] == [0] * 5 + [1] * 2
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda s: s.pop("optimizer"), "optimizer is None, not a mapping"),
+    (lambda s: s.update(optimizer={"x": 1}), "CMAES optimizer state has no pickled blob"),
+    (lambda s: s["optimizer"].update(blob=b"\x80\x04K\x01."), "holds an optimizer state cma cannot restore"),
+    (lambda s: s.update(gen="three"), "gen is 'three', not a count"),
+    (lambda s: s.update(n_records=-4), "n_records is -4, not a count"),
+    (lambda s: s.update(in_flight=[["a", 1]]), "in_flight is [['a', 1]], not a list of (index, point) pairs"),
+], ids=["no-optimizer", "foreign-optimizer-state", "optimizer-blob-of-another-shape", "gen-not-a-number", "negative-count", "in-flight-garbled"])
+def test_a_tampered_checkpoint_with_a_valid_checksum_is_one_error_line(tmp_path, damage, words):
+    """A checkpoint edited by hand (its checksum redone) still holds only data: resume names what is wrong."""
+    from click.testing import CliRunner
+
+    from evomerge.cli import cli
+    from evomerge.run.checkpoint import load_latest_checkpoint, save_checkpoint
+
+    run_dir = tmp_path / "run"
+    run_search(run_config_from_dict(config(budget={"evaluations": 10})), run_dir)
+    step, state = load_latest_checkpoint(run_dir / "checkpoints")
+    damage(state)
+    save_checkpoint(run_dir / "checkpoints", step, state)
+    before = (run_dir / "ledger.jsonl").read_text()
+    res = CliRunner().invoke(cli, ["resume", str(run_dir), "--evaluations", "15"])
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("error: ")]
+    assert res.exit_code == 2 and len(errors) == 1 and words in errors[0], res.output
+    assert "internal error" not in res.output and (run_dir / "ledger.jsonl").read_text() == before

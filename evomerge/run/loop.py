@@ -194,6 +194,25 @@ class SearchContext:
         self.emit("checkpoint", gen=gen, n_evals=len(self.ledger))
 
 
+def check_state(state: dict, run_dir: Path) -> None:
+    """The checkpoint's own fields have the types the schedules read (one line naming the field otherwise)."""
+    def bad(key: str, want: str):
+        raise EvomergeError(f"checkpoint in {run_dir} is damaged: {key} is {state.get(key)!r}, not {want}")
+
+    if not isinstance(state.get("optimizer"), dict):
+        bad("optimizer", "a mapping")
+    for key in ("gen", "n_records", "n_asked"):
+        value = state.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            bad(key, "a count")
+    if isinstance(state.get("elapsed_s", 0.0), bool) or not isinstance(state.get("elapsed_s", 0.0), (int, float)):
+        bad("elapsed_s", "a number of seconds")
+    flight = state.get("in_flight", [])
+    if not isinstance(flight, list) or not all(isinstance(p, (list, tuple)) and len(p) == 2
+                                               and isinstance(p[0], int) for p in flight):
+        bad("in_flight", "a list of (index, point) pairs")
+
+
 def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[Progress]) -> None:
     from evomerge.run.finalists import score_finalists
     from evomerge.run.generational import run_generational
@@ -215,7 +234,15 @@ def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[
         if state.get("schedule") != schedule:
             raise EvomergeError(f"run {run_dir} was checkpointed with schedule {state.get('schedule')!r}, "
                                 f"not {schedule!r}")
-        optimizer.load_state_dict(state["optimizer"])
+        check_state(state, run_dir)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except EvomergeError:
+            raise
+        except Exception as exc:  # a state edited by hand (its checksum redone): refuse, name what broke
+            raise EvomergeError(f"checkpoint in {run_dir} holds an optimizer state {cfg.optimizer.name} cannot "
+                                f"restore ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                                ) from None
         ctx.state = state
     else:  # a fresh run (or one killed before its first checkpoint: the same points are queued again)
         from evomerge.run.warm_start import enqueue_warm_start
