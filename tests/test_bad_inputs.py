@@ -331,6 +331,24 @@ def test_an_output_folder_below_a_file_is_one_error_line(broken_models, tmp_path
     assert f"{tmp_path / 'afile'} is a file, not a folder" in assert_one_error(res)
 
 
+def test_same_size_tokenizers_that_number_tokens_differently_are_refused(ci_zoo, tmp_path):
+    """Row counts agree, token ids do not (two tokens swapped): merging by id would mix the two tokens' rows."""
+    import json
+    import shutil
+
+    shutil.copytree(ci_zoo / "add", tmp_path / "swapped")
+    tok = json.loads((tmp_path / "swapped" / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    a, b = sorted(vocab, key=vocab.get)[10:12]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (tmp_path / "swapped" / "tokenizer.json").write_text(json.dumps(tok))
+    recipe = {"method": "task_arithmetic", "base": str(ci_zoo / "base"),
+              "models": [{"model": str(ci_zoo / "reverse")}, {"model": str(tmp_path / "swapped")}]}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    res = CliRunner().invoke(cli, ["merge", str(tmp_path / "recipe.yaml"), str(tmp_path / "out")])
+    assert "tokenizers disagree on token id" in assert_one_error(res, tmp_path / "out")
+
+
 def test_merge_from_mergekit_flag_on_an_evomerge_recipe(broken_models, tmp_path):
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(_recipe(broken_models)))

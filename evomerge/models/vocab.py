@@ -98,20 +98,21 @@ def vocab_tensors(ckpts: list) -> tuple[list[str], list[int]]:
     return vocab, ([config_vocab_size(c.config) for c in ckpts] if vocab else [])
 
 
-def check_tokenizers(ckpts: list, limit: Optional[int] = None) -> None:
+def check_tokenizers(ckpts: list, limit: Optional[int] = None, warn_missing: bool = True) -> None:
     """Every two tokenizers agree on the token ids they share (ids below ``limit`` only, when given); a model
-    folder without tokenizer files is not compared. Checked once per set of folders (merge plans ask per
-    candidate)."""
-    _check_tables(tuple((ck.ref, str(ck.path)) for ck in ckpts), limit)
+    folder without tokenizer files is not compared (``warn_missing``: and says so). Checked once per set of
+    folders (merge plans ask per candidate)."""
+    _check_tables(tuple((ck.ref, str(ck.path)) for ck in ckpts), limit, warn_missing)
 
 
 @lru_cache(maxsize=64)
-def _check_tables(folders: tuple[tuple[str, str], ...], limit: Optional[int]) -> None:
+def _check_tables(folders: tuple[tuple[str, str], ...], limit: Optional[int], warn_missing: bool = True) -> None:
     seen: dict[int, tuple[str, str]] = {}  # id -> (token, the model that has it first)
     for ref, path in folders:
         table = token_table(path)
         if table is None:
-            log.warning("%s has no tokenizer files: its token ids are assumed to be the others'", ref)
+            if warn_missing:
+                log.warning("%s has no tokenizer files: its token ids are assumed to be the others'", ref)
             continue
         for i, tok in table.items():
             if limit is not None and i >= limit:
