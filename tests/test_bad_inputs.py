@@ -349,6 +349,28 @@ def test_same_size_tokenizers_that_number_tokens_differently_are_refused(ci_zoo,
     assert "tokenizers disagree on token id" in assert_one_error(res, tmp_path / "out")
 
 
+@pytest.mark.parametrize("verb", ["merge", "check"])
+def test_a_config_vocab_size_that_disagrees_with_the_embedding_is_refused(ci_zoo, tmp_path, monkeypatch, verb):
+    import json
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(ci_zoo / "add", tmp_path / "odd")
+    conf = json.loads((tmp_path / "odd" / "config.json").read_text())
+    rows, conf["vocab_size"] = conf["vocab_size"], conf["vocab_size"] + 2
+    (tmp_path / "odd" / "config.json").write_text(json.dumps(conf))
+    models = [str(ci_zoo / "reverse"), str(tmp_path / "odd")]
+    if verb == "merge":
+        recipe = {"method": "task_arithmetic", "base": str(ci_zoo / "base"), "models": [{"model": m} for m in models]}
+        (tmp_path / "job.yaml").write_text(yaml.safe_dump(recipe))
+        argv = ["merge", "job.yaml", "out"]
+    else:
+        (tmp_path / "job.yaml").write_text(yaml.safe_dump(syn(fitness=LM, base=str(ci_zoo / "base"), models=models)))
+        argv = ["check", "job.yaml"]
+    line = assert_one_error(CliRunner().invoke(cli, argv), tmp_path / "out", tmp_path / "runs")
+    assert f"config.json says vocab_size {rows + 2}, but lm_head.weight has {rows} rows" in line
+
+
 def test_merge_from_mergekit_flag_on_an_evomerge_recipe(broken_models, tmp_path):
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(_recipe(broken_models)))

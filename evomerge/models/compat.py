@@ -5,7 +5,7 @@ from __future__ import annotations
 from evomerge.errors import EvomergeError
 from evomerge.models.safetensors_io import LazyCheckpoint
 from evomerge.models.arch import BlockLayout, block_layout
-from evomerge.models.vocab import check_tokenizers, vocab_tensors
+from evomerge.models.vocab import check_tokenizers, check_vocab_rows, vocab_tensors
 
 
 def layout_of(ckpt: LazyCheckpoint) -> BlockLayout:
@@ -17,6 +17,8 @@ def check_compatible(ckpts: list[LazyCheckpoint], vocab: str = "base") -> None:
     """Raise EvomergeError (one line) unless all checkpoints share architecture, tensor names and shapes, up to
     vocabularies the ``vocab`` rule can merge (``evomerge.models.vocab``; the first checkpoint is the lead)."""
     ref = ckpts[0]
+    for ck in ckpts:
+        check_vocab_rows(ck)
     arch = ref.config.get("architectures")
     names = set(ref.names())
     for other in ckpts[1:]:

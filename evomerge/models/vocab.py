@@ -76,6 +76,24 @@ def token_table(folder: str | Path) -> Optional[dict[int, str]]:
     return _token_table(str(p.resolve()), stamp)
 
 
+#: the last two name parts of the token-indexed tensors of the architectures evomerge knows (input and output
+#: embeddings, tied or not)
+TOKEN_TABLES = ("embed_tokens.weight", "lm_head.weight", "wte.weight", "embed_in.weight", "embed_out.weight",
+                "word_embeddings.weight")
+
+
+def check_vocab_rows(ckpt) -> None:
+    """The checkpoint's token-indexed tensors have ``vocab_size`` rows, as its config.json says: transformers
+    refuses to load a model where they differ, so a merge of it would be written and then be unloadable."""
+    size = config_vocab_size(ckpt.config)
+    if size is None:
+        return
+    for name in ckpt.names():
+        if ".".join(name.split(".")[-2:]) in TOKEN_TABLES and ckpt.shape(name)[0] != size:
+            raise EvomergeError(f"{ckpt.ref}: config.json says vocab_size {size}, but {name} has "
+                                f"{ckpt.shape(name)[0]} rows (transformers cannot load such a model)")
+
+
 def vocab_tensors(ckpts: list) -> tuple[list[str], list[int]]:
     """(token-indexed tensor names, rows of each checkpoint) of checkpoints whose names already agree. Empty when
     every shape agrees; raises EvomergeError (one line) for any other shape difference."""
