@@ -10,6 +10,13 @@ from evomerge.engines.vllm_options import VLLMOptions
 from evomerge.fitness.online.config import FidelityConfig, OnlineBankConfig
 
 
+def _registered(registry, name: str, what: str) -> str:
+    """``name`` if ``registry`` holds it, else a validation error listing the names it knows."""
+    if name not in registry:
+        raise ValueError(f"unknown {what} {name!r} (known: {', '.join(registry.names())})")
+    return name
+
+
 class FitnessConfig(BaseModel):
     """Which lm-eval tasks, how to run them, and how to estimate accuracy from a few items.
 
@@ -91,27 +98,21 @@ class FitnessConfig(BaseModel):
     def _estimator(cls, v):
         from evomerge.fitness.estimators import ESTIMATORS
 
-        if v not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {v!r} (known: {', '.join(ESTIMATORS.names())})")
-        return v
+        return _registered(ESTIMATORS, v, "estimator")
 
     @field_validator("backend")
     @classmethod
     def _backend(cls, v):
         from evomerge.engines import ENGINES
 
-        if v not in ENGINES:
-            raise ValueError(f"unknown backend {v!r} (known: {', '.join(ENGINES.names())})")
-        return v
+        return _registered(ENGINES, v, "backend")
 
     @field_validator("anchors")
     @classmethod
     def _anchors(cls, v):
         from evomerge.fitness.anchors import ANCHOR_METHODS
 
-        if v not in ANCHOR_METHODS:
-            raise ValueError(f"unknown anchor method {v!r} (known: {', '.join(ANCHOR_METHODS.names())})")
-        return v
+        return _registered(ANCHOR_METHODS, v, "anchor method")
 
     @model_validator(mode="after")
     def _test(self):
