@@ -55,7 +55,7 @@ class VLLMEngine(Engine):
         prepare_environment()
         from transformers import AutoTokenizer
 
-        from evomerge.engines.vllm_lm import LiveVLLM, shutdown
+        from evomerge.engines.vllm_lm import LiveVLLM
         from evomerge.plan import DTYPE_BYTES, _facts
 
         self.opts: VLLMOptions = cfg.vllm
@@ -67,7 +67,6 @@ class VLLMEngine(Engine):
         self.kv_bytes = kv_cache_bytes(self.opts, facts.layers, facts.kv_dim, DTYPE_BYTES.get(self.dtype_name, 2),
                                        self.max_len, self.max_num_seqs)
         self.on_gpu = device.type == "cuda"
-        self._shutdown = shutdown
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
         t0 = time.perf_counter()
         self.model = LiveVLLM(self._start, tokenizer, self.max_len, dtype, cfg.seed)
@@ -135,9 +134,7 @@ class VLLMEngine(Engine):
         log.warning("vLLM engine restarted in %.1f s", time.perf_counter() - t0)
 
     def close(self) -> None:
-        if self.model.llm is not None:
-            self._shutdown(self.model.llm)
-            self.model.llm = None
+        self.model.close()
 
 
 def check_installed() -> str:

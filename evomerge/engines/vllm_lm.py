@@ -204,10 +204,14 @@ class LiveVLLM(VLLMLM):
         self.last_load = stats
 
     def restart(self) -> None:
-        shutdown(self.llm)
-        self.llm = None
+        self.close()
         gc.collect()
         self.llm = self._start()
+
+    def close(self) -> None:
+        if self.llm is not None:
+            shutdown(self.llm)
+            self.llm = None
 
 
 def shutdown(llm) -> None:
