@@ -140,9 +140,7 @@ def worker_memory(recipe=None, device: str = "cpu", cache_budget=0, live_dtype: 
         cache = n_models * facts.params * 4
     on_gpu = device.startswith("cuda")
     if backend == "vllm":
-        eval_bytes = vllm_eval_bytes(facts, width, batch_size, vllm or {}, on_gpu)
-        if eval_bytes is None:  # a GPU share: the engine takes that much of the device, weights included
-            eval_bytes = max(0, int(float((vllm or {})["gpu_memory_utilization"]) * gpu_bytes) - model_bytes)
+        eval_bytes = vllm_eval_bytes(facts, width, batch_size, vllm or {}, on_gpu, gpu_bytes)
     else:
         tokens = batch_size * EVAL_TOKENS
         eval_bytes = tokens * facts.vocab * 4 + tokens * facts.layers * 2 * facts.kv_dim * width
@@ -163,19 +161,20 @@ VLLM_CPU_REST_WEIGHTS = 2.3
 VLLM_CPU_RELOAD_WEIGHTS = 0.7
 
 
-def vllm_eval_bytes(facts: ModelFacts, width: int, batch_size: int, vllm: dict, on_gpu: bool) -> Optional[int]:
+def vllm_eval_bytes(facts: ModelFacts, width: int, batch_size: int, vllm: dict, on_gpu: bool,
+                    gpu_bytes: int = 0) -> int:
     """A vLLM engine's memory beside one copy of its weights: the KV cache it is given, the weights' second form
     at rest (CPU), and the larger of two transients: the in-place reload's, or float32 logits of prompt
-    log-likelihoods (a few full-length requests: logits, log-softmax, gather). None when a GPU memory share
-    sizes the engine instead."""
+    log-likelihoods (a few full-length requests: logits, log-softmax, gather). With a GPU memory share instead
+    of a KV cache size: that share of ``gpu_bytes``, less the weights."""
     from evomerge.engines.vllm_options import VLLMOptions, kv_cache_bytes
 
     opts = VLLMOptions.model_validate(vllm)
+    weights = facts.params * width
     max_len = opts.max_model_len or facts.max_positions
     kv = kv_cache_bytes(opts, facts.layers, facts.kv_dim, width, max_len, opts.max_num_seqs or batch_size or 1)
     if kv is None:
-        return None
-    weights = facts.params * width
+        return max(0, int(opts.gpu_memory_utilization * gpu_bytes) - weights)
     if on_gpu:
         rest, reload = 0, 2 * facts.vocab * facts.hidden * width
     else:
