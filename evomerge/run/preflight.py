@@ -70,6 +70,7 @@ def preflight(cfg: RunConfig, run_dir: Optional[Path] = None, *, resuming: bool 
         from evomerge.spaces.dataflow import DataFlowSpace
 
         refs = _model_refs(cfg, space)
+        lead = cfg.base or cfg.models[0]  # the live model's
         unbuilt_zoo = _unbuilt_zoo if any(r.startswith("zoo://") for r in refs) else (lambda r: None)
         pending = sorted({v for r in refs if (v := unbuilt_zoo(r)) is not None})
         if pending:  # building a zoo is compute: the run does it first, preflight only says so
@@ -78,11 +79,10 @@ def preflight(cfg: RunConfig, run_dir: Optional[Path] = None, *, resuming: bool 
         if refs:
             rep.checks.append(check_models(refs, layer_paths=isinstance(space, DataFlowSpace),
                                            vocab=space.vocab()))
-            lead = cfg.base or cfg.models[0]
             if not isinstance(space, DataFlowSpace) and lead in refs:
                 check_space_layers(space, lead)
         if cfg.fitness.get("kind", "lm_eval") == "lm_eval":
-            line = check_engine(cfg.fitness, space, refs, lead=cfg.base or cfg.models[0])
+            line = check_engine(cfg.fitness, space, refs, lead)
             if line:
                 rep.checks.append(line)
         if not pending:  # the memory plan (evomerge plan): a job that cannot fit on this node stops here
