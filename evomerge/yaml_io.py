@@ -22,19 +22,22 @@ def parse_yaml(text: str, what: str) -> Any:
     oversized YAML ``ConfigError("{what} is too large ...")``."""
     if len(text) > MAX_YAML_BYTES:
         raise ConfigError(f"{what} is too large to be a config ({len(text)} characters; at most {MAX_YAML_BYTES})")
+    loader = yaml.SafeLoader(text)  # what yaml.safe_load does, with the node graph checked before construction
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = loader.get_single_node()
         expanded = _expanded_nodes(node)
         if expanded < 0:
             raise ConfigError(f"broken {what}: an alias refers to a node that contains it (endless)")
         if expanded > MAX_YAML_NODES:
             raise ConfigError(f"{what} is too large to be a config: its aliases expand to {expanded:,} nodes "
                               f"(at most {MAX_YAML_NODES:,})")
-        return yaml.safe_load(text)
+        return None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise ConfigError(f"broken {what}: {str(exc).splitlines()[0]}") from None
     except RecursionError:
         raise ConfigError(f"broken {what}: nested too deeply") from None
+    finally:
+        loader.dispose()
 
 
 def _children(node) -> list:
