@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from evomerge.errors import EvomergeError
+from evomerge.models.hub import is_hub_name
 
 EVAL_TOKENS = 512  # tokens per sequence assumed for the activation estimate
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -60,10 +61,8 @@ def model_facts(ref: str, architecture: Optional[dict] = None) -> ModelFacts:
     """Facts of a model from its local folder (safetensors headers and config.json, no weights read), else from
     ``architecture`` (config.json fields: the parameter count is that of the model transformers builds from
     them, on the meta device)."""
-    from evomerge.models.paths import resolve_model
-
-    folder = Path(resolve_model(ref))
-    if folder.is_dir():
+    folder = _local_folder(ref, required=not (architecture and is_hub_name(ref)))
+    if folder is not None:
         from evomerge.models.safetensors_io import open_checkpoint
 
         ck = open_checkpoint(ref)
@@ -71,9 +70,6 @@ def model_facts(ref: str, architecture: Optional[dict] = None) -> ModelFacts:
         params = sum(math.prod(ck.shape(n)) for n in names)
         dtype = ck.dtype_name(names[0])
         return _facts(ck.config, params, ck.total_bytes(), dtype)
-    if not architecture:
-        raise EvomergeError(f"model {ref!r} is not on this machine; to plan without it, give its config.json "
-                            "fields under 'architecture:' in the job config")
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -194,18 +190,31 @@ class NodePlan:
     lines: list[str]
 
 
+def _local_folder(ref: str, required: bool) -> Optional[Path]:
+    """The folder holding ``ref``'s config and headers (a hub model's from the cache, or fetched without its
+    weights); None when it cannot be had and not ``required`` (then ``architecture:`` describes the model)."""
+    from evomerge.models.paths import resolve_model
+
+    try:
+        return Path(resolve_model(ref))
+    except EvomergeError as exc:
+        if required:
+            raise EvomergeError(f"{exc}; or, to plan without the model, give its config.json fields under "
+                                "'architecture:' in the job config") from None
+        return None
+
+
 def union_vocab_facts(facts: ModelFacts, lead: str, sources: list[str]) -> ModelFacts:
     """``facts`` of the lead as the live model is under ``vocab: union``: as many token rows as the largest
     source (the extra rows of every token-indexed tensor counted). Unchanged unless every source is a local
     folder (an ``architecture:`` plan has only the lead)."""
     import dataclasses
 
-    from evomerge.models.paths import resolve_model
     from evomerge.models.safetensors_io import open_checkpoint
     from evomerge.models.vocab import vocab_tensors
 
     refs = list(dict.fromkeys([lead] + list(sources)))
-    if not all(Path(resolve_model(r)).is_dir() for r in refs):
+    if not all(_local_folder(r, required=not is_hub_name(r)) for r in refs):
         return facts
     cks = [open_checkpoint(r) for r in refs]
     names, rows = vocab_tensors(cks)
@@ -220,6 +229,14 @@ def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None
     """Plan a ``RunConfig`` on this node (or the numbers given); raise EvomergeError when it cannot fit. None for
     a fitness kind that loads no models (nothing to plan). ``vocab``: the space's vocabulary rule (default: read
     from the config's space definition)."""
+    from evomerge.models.hub import headers_only
+
+    with headers_only():  # hub models: headers and configs only, never their weights
+        return _plan_job(cfg, host_bytes, n_gpus, gpu_bytes, vocab)
+
+
+def _plan_job(cfg, host_bytes: Optional[int], n_gpus: Optional[int], gpu_bytes: Optional[int],
+              vocab: Optional[str]) -> Optional[NodePlan]:
     from evomerge.execution.base import WORKERS
     from evomerge.merge.sizes import host_available_bytes
 
@@ -236,7 +253,10 @@ def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None
     host_bytes = host_bytes if host_bytes is not None else host_available_bytes()
     on_gpu = device.startswith("cuda") or (device == "auto" and (want_gpus or n_gpus))
     sources = list(dict.fromkeys(([cfg.base] if cfg.base else []) + list(cfg.models)))
-    facts = model_facts(cfg.base or cfg.models[0], getattr(cfg, "architecture", None))
+    arch = getattr(cfg, "architecture", None)
+    facts = model_facts(cfg.base or cfg.models[0], arch)
+    for ref in sources:  # every source can be had (or, a hub model with architecture:, is planned from that)
+        _local_folder(ref, required=not (arch and is_hub_name(ref)))
     if vocab is None:
         from evomerge.spaces.build import load_space_config
 
@@ -258,6 +278,7 @@ def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None
     gb = 1e9
     lines = [f"sources: {len(sources)} x {facts.stored_bytes / gb:.2f} GB ({facts.params / 1e9:.2f}B params, "
              f"{facts.dtype}) = {w.page_cache_bytes / gb:.1f} GB page cache per node, shared by its workers"]
+    lines += _hub_download_lines(sources, facts.stored_bytes)
     if on_gpu:
         per_gpu = gpu_bytes or 0
         need = max(1, math.ceil(w.device_bytes / per_gpu)) if per_gpu else max(1, int(math.ceil(want_gpus or 1)))
@@ -286,6 +307,26 @@ def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None
         raise EvomergeError(f"one worker needs {w.host_bytes / gb:.2f} GB of host memory beside "
                             f"{w.page_cache_bytes / gb:.2f} GB of sources; {host_bytes / gb:.2f} GB are available")
     return plan
+
+
+def _hub_download_lines(sources: list[str], model_bytes: int) -> list[str]:
+    """The hub weights a run still has to fetch into the Hugging Face cache on this node (a line), or a refusal
+    when that disk cannot hold them."""
+    import shutil
+
+    from evomerge.models.hub import hub_cache, missing_weight_bytes
+
+    fetch = sum(missing_weight_bytes(r, model_bytes) for r in sources)
+    if not fetch:
+        return []
+    where = hub_cache()
+    probe = next((p for p in [where, *where.parents] if p.exists()), Path("/"))
+    free = shutil.disk_usage(probe).free
+    if free < fetch:
+        raise EvomergeError(f"the hub models still to fetch need {fetch / 1e9:.1f} GB in {where}, which has "
+                            f"{free / 1e9:.1f} GB free: free space, or set HF_HUB_CACHE to a larger disk")
+    return [f"hub downloads: {fetch / 1e9:.1f} GB of weights not yet in {where} ({free / 1e9:.0f} GB free), "
+            "fetched on first use on each node"]
 
 
 def _gpus() -> tuple[int, int]:

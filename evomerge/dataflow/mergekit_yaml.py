@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from evomerge.errors import ConfigError, EvomergeError
-from evomerge.models import resolve_model
+from evomerge.models.paths import portable_ref
 from evomerge.recipe_dataflow import DataFlowRecipe, LayerSlice
 from evomerge.yaml_io import read_yaml_text_or_file
 
@@ -43,7 +43,7 @@ def to_mergekit_passthrough(recipe: DataFlowRecipe, resolve: bool = True) -> str
         src = recipe.models[name]
         if not isinstance(src, str):
             raise EvomergeError(f"model {name!r} is a nested merge recipe, which mergekit passthrough cannot name")
-        refs[name] = resolve_model(src) if resolve else src
+        refs[name] = portable_ref(src) if resolve else src
     doc = {
         "slices": [{"sources": [{"model": refs[s.model], "layer_range": list(s.layers)}]} for s in slices],
         "merge_method": "passthrough",

@@ -41,12 +41,28 @@ class RayOptions(BaseModel):
     local_num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of a locally started Ray (default: all)")
     local_num_gpus: Optional[int] = Field(None, ge=0, description="GPUs of a locally started Ray (default: detected)")
     log_to_driver: bool = Field(False, description="echo actor logs on the driver (they are in RUN_DIR/ray anyway)")
+    hf_hub_cache: Optional[str] = Field(None, description="where actors keep hub models (a path on every node; "
+                                                          "a shared filesystem fetches each model once); "
+                                                          "default: each node's own Hugging Face cache")
 
     @model_validator(mode="after")
     def _check(self):
         if self.num_gpus > 1 and self.num_gpus != int(self.num_gpus):
             raise ValueError(f"num_gpus {self.num_gpus}: above 1 it must be a whole number of GPUs")
         return self
+
+
+#: the driver's Hugging Face settings that actors on other nodes follow too (tokens stay on each node)
+HUB_ENV = ("HF_HUB_OFFLINE", "HF_ENDPOINT")
+
+
+def hub_env(opts: RayOptions) -> dict[str, str]:
+    """Environment of each actor for resolving hub models: the driver's offline mode and endpoint, and
+    ``hf_hub_cache`` when named. Every node resolves the run's pinned commits into that cache."""
+    env = {k: os.environ[k] for k in HUB_ENV if os.environ.get(k)}
+    if opts.hf_hub_cache:
+        env["HF_HUB_CACHE"] = opts.hf_hub_cache
+    return env
 
 
 def parse_options(options: dict[str, Any]) -> RayOptions:

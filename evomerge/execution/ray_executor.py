@@ -29,7 +29,7 @@ from typing import Any, Hashable, Iterable, Iterator, Optional
 
 from evomerge.errors import EvomergeError
 from evomerge.execution.base import EXECUTORS, CandidateResult, Executor, WorkerSpec
-from evomerge.execution.ray_cluster import RayConnection, RayOptions, first_line, parse_options
+from evomerge.execution.ray_cluster import RayConnection, RayOptions, first_line, hub_env, parse_options
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,7 @@ class RayExecutor(Executor):
         self._next_index += 1
         actor = _remote_actor_class().options(
             num_cpus=o.num_cpus, num_gpus=o.num_gpus, name=f"{self.name_prefix}-worker-{idx}",
+            runtime_env={"env_vars": env} if (env := hub_env(o)) else None,
         ).remote(self._spec_ref, threads)
         slot = _Slot(idx, actor, ready_ref=actor.ready.remote())
         self._slots[idx] = slot

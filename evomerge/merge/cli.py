@@ -62,6 +62,17 @@ def _with(recipe, seed: Optional[int], dtype: Optional[str], random_stream: Opti
     return recipe_from_dict(data)
 
 
+def _pinned(recipe):
+    """``recipe`` with its hub models pinned to the commits they name now (what the written recipe, mergekit
+    config and model card record)."""
+    from evomerge.models.hub import pin_all
+    from evomerge.recipe import recipe_from_dict
+
+    data = recipe.model_dump(mode="json")
+    pinned = pin_all(data)
+    return recipe if pinned == data else recipe_from_dict(pinned)
+
+
 def _refs(recipe) -> list[str]:
     """Model folders a recipe reads (nested recipes: their own sources)."""
     from evomerge.recipe import MergeRecipe
@@ -117,7 +128,7 @@ def merge_cmd(recipe_path: Path, out_dir: Path, device: str, dtype, shard_size: 
     from evomerge.run.preflight import check_models
 
     recipe, _ = _read(recipe_path, from_mergekit)
-    recipe = _with(recipe, seed, dtype, random_stream)
+    recipe = _pinned(_with(recipe, seed, dtype, random_stream))
     max_bytes = parse_size(shard_size)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise EvomergeError(f"output folder {out_dir} exists and is not empty")

@@ -79,10 +79,14 @@ def export_recipe(
 
 
 def model_card(recipe: MergeRecipe, method_cls) -> str:
+    from evomerge.models.hub import HubRef
+
+    hub = [h.repo_id for r in [recipe.base] + [m.model for m in recipe.models] if r and (h := HubRef.parse(r))]
     lines = [
         "---",
         "library_name: transformers",
         "tags: [merge, evomerge]",
+        *([f"base_model: [{', '.join(dict.fromkeys(hub))}]"] if hub else []),
         "---",
         "",
         f"# Merged model ({recipe.method})",

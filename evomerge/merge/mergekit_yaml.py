@@ -18,7 +18,7 @@ import yaml
 
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.merge.plan import input_models, resolve_tensor_params, validate_recipe
-from evomerge.models.paths import resolve_model
+from evomerge.models.paths import portable_ref
 from evomerge.recipe import MergeRecipe, recipe_from_dict
 from evomerge.yaml_io import read_yaml_text_or_file
 
@@ -28,11 +28,11 @@ _MK_TO_OURS = {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", 
 
 def to_mergekit_yaml(recipe: MergeRecipe, resolve_refs: bool = True) -> str:
     """A mergekit config reproducing ``recipe`` with ``mergekit-yaml``. Model references are resolved to
-    folders (mergekit does not know ``zoo://``) unless ``resolve_refs`` is false."""
+    folders (mergekit does not know ``zoo://``; hub names stay names) unless ``resolve_refs`` is false."""
     method = validate_recipe(recipe)
     if not method.mergekit_name:
         raise EvomergeError(f"merge method {recipe.method!r} has no mergekit equivalent")
-    ref = (lambda r: resolve_model(r)) if resolve_refs else (lambda r: r)
+    ref = portable_ref if resolve_refs else (lambda r: r)
     models = input_models(recipe, method)
     base = recipe.base if method.needs_base else None
     cfg: dict[str, Any] = {"merge_method": method.mergekit_name}

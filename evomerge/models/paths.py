@@ -2,22 +2,22 @@
 
 - ``zoo://VARIANT/NAME`` -> the tiny zoo's folder (built on first use, see :mod:`evomerge.zoo`);
 - an existing local folder -> its absolute path;
-- anything else that looks like ``org/name`` -> a hub name, passed through unchanged.
+- anything else that looks like ``org/name[@revision]`` -> a hub name, resolved through the Hugging Face cache
+  (fetched on first use; see :mod:`evomerge.models.hub`).
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from evomerge.errors import EvomergeError
+from evomerge.models.hub import hub_folder, is_hub_name
 
 ZOO_SCHEME = "zoo://"
-_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
 def resolve_model(ref: str) -> str:
-    """The folder (or hub name) a model reference points to; raises EvomergeError if it cannot exist."""
+    """The local folder a model reference points to; raises EvomergeError if it cannot be had."""
     if ref.startswith(ZOO_SCHEME):
         from evomerge.zoo import ensure_zoo  # lazy: the zoo pulls in training code
 
@@ -34,6 +34,12 @@ def resolve_model(ref: str) -> str:
         if not (p / "config.json").exists():
             raise EvomergeError(f"model folder {p} has no config.json")
         return str(p.resolve())
-    if ref.startswith((".", "/", "~")) or not _HUB_NAME.match(ref):
+    if not is_hub_name(ref):
         raise EvomergeError(f"model folder not found: {ref}")
-    return ref
+    return str(hub_folder(ref))
+
+
+def portable_ref(ref: str) -> str:
+    """What another tool (mergekit) reads for ``ref``: a hub name as it is (``org/name@commit``: mergekit and
+    transformers fetch it themselves), any other reference as its local folder."""
+    return ref if is_hub_name(ref) and not Path(ref).expanduser().exists() else resolve_model(ref)

@@ -91,16 +91,23 @@ def read_header(path: Path) -> tuple[dict[str, dict], int]:
 
 
 class MappedFile:
-    """One safetensors file mapped privately and read-only; ``tensor(name)`` is a zero-copy view."""
+    """One safetensors file mapped privately and read-only; ``tensor(name)`` is a zero-copy view. ``meta``
+    given: the file's header alone (a hub model checked before its weights are fetched), no tensor data."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, meta: Optional[dict[str, dict]] = None):
         self.path = Path(path)
-        self.meta, self._start = read_header(self.path)
+        if meta is None:
+            self.meta, self._start = read_header(self.path)
+        else:
+            self.meta, self._start = meta, None
         self._map: Optional[mmap.mmap] = None
 
     def tensor(self, name: str) -> torch.Tensor:
         import torch
 
+        if self._start is None:
+            raise EvomergeError(f"{self.path.parent} holds only the headers of {self.path.name} (read for check "
+                                "and plan); the weights are fetched when a run or merge needs them")
         info = self.meta[name]
         dtype = torch_dtype(info["dtype"])
         shape = tuple(info["shape"])
@@ -129,13 +136,16 @@ class LazyCheckpoint:
     def __init__(self, ref: str):
         self.ref = ref
         path = Path(resolve_model(ref))
-        if not path.is_dir():
-            raise EvomergeError(f"model {ref!r} is not a local folder (download it first): {path}")
         self.path = path
         self.config = _read_config(path)
-        self.weight_map = _weight_map(path, ref)  # tensor name -> shard file name
+        headers = _headers_only(path, ref)
+        self.weight_map = _weight_map(path, ref) if headers is None else \
+            {name: shard for shard, tensors in headers.items() for name in tensors}
         self._files: dict[str, MappedFile] = {}
         for shard in dict.fromkeys(self.weight_map.values()):
+            if headers is not None:
+                self._files[shard] = MappedFile(path / shard, headers[shard])
+                continue
             if not (path / shard).is_file():
                 raise EvomergeError(f"model {ref!r}: shard {shard} named in {INDEX_NAME} is missing")
             self._files[shard] = MappedFile(path / shard)
@@ -207,6 +217,22 @@ def _read_config(path: Path) -> dict:
     if not isinstance(cfg, dict):
         raise EvomergeError(f"{cfg_path} is not a JSON object")
     return cfg
+
+
+def _headers_only(path: Path, ref: str) -> Optional[dict[str, dict[str, dict]]]:
+    """``{shard: header}`` of a header-only folder (:data:`evomerge.models.hub.HEADERS_FILE`), else None."""
+    from evomerge.models.hub import HEADERS_FILE
+
+    if not (path / HEADERS_FILE).is_file():
+        return None
+    try:
+        headers = json.loads((path / HEADERS_FILE).read_text())
+        for tensors in headers.values():
+            for info in tensors.values():
+                DTYPE_CODES[info["dtype"]], list(info["shape"]), list(info["data_offsets"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise EvomergeError(f"model {ref!r}: broken {HEADERS_FILE} in {path}; delete that folder") from None
+    return headers
 
 
 def _weight_map(path: Path, ref: str) -> dict[str, str]:

@@ -85,9 +85,31 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
     atomic_write(path, cfg.to_yaml())
 
 
+def pin_hub_models(cfg: RunConfig, run_dir: Path) -> RunConfig:
+    """``cfg`` with every hub model pinned to a commit: the one ``run_dir`` already holds for it (a run
+    continued), else the one its revision names now. The pinned config is what the run folder keeps."""
+    from evomerge.models.hub import HubRef, pin, pin_all, pinned_refs
+
+    data = cfg.model_dump(mode="json")
+    held: dict[str, str] = {}
+    if (run_dir / "config.yaml").is_file():
+        try:
+            held = pinned_refs(load_run_dir_config(run_dir).model_dump(mode="json"))
+        except EvomergeError:
+            pass  # preflight names what is wrong with the run dir
+
+    def resolve(ref: str) -> str:
+        h = HubRef.parse(ref)
+        return held[h.repo_id] if h is not None and not h.pinned and h.repo_id in held else pin(ref)
+
+    pinned = pin_all(data, resolve)
+    return cfg if pinned == data else run_config_from_dict(pinned)
+
+
 def run_search(cfg: RunConfig, run_dir: Optional[Path] = None, progress: Optional[Progress] = None) -> Path:
     """Validate, then run (or continue) the search into ``run_dir``; returns the run dir."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    cfg = pin_hub_models(cfg, run_dir)
     rep = preflight(cfg, run_dir)  # every error that needs no compute surfaces here; nothing written before
     space, optimizer = rep.space, rep.optimizer
     prepare_run_dir(cfg, run_dir)

@@ -54,7 +54,15 @@ class PreflightReport:
 
 
 def preflight(cfg: RunConfig, run_dir: Optional[Path] = None, *, resuming: bool = False) -> PreflightReport:
-    """Run every compute-free check of ``cfg`` (see the module doc); raises one EvomergeError line."""
+    """Run every compute-free check of ``cfg`` (see the module doc); raises one EvomergeError line. Hub models
+    are read from their headers: no weights are fetched here."""
+    from evomerge.models.hub import headers_only
+
+    with headers_only():
+        return _preflight(cfg, run_dir, resuming)
+
+
+def _preflight(cfg: RunConfig, run_dir: Optional[Path], resuming: bool) -> PreflightReport:
     t0 = time.perf_counter()
     space, optimizer, worker_cls = validate_run(cfg)
     rep = PreflightReport(cfg, Path(run_dir) if run_dir is not None else None, space, optimizer, worker_cls)
@@ -81,6 +89,10 @@ def preflight(cfg: RunConfig, run_dir: Optional[Path] = None, *, resuming: bool 
                                            vocab=space.vocab()))
             if not isinstance(space, DataFlowSpace) and lead in refs:
                 check_space_layers(space, lead)
+            from evomerge.models.hub import hub_line
+
+            if line := hub_line(refs):
+                rep.checks.append(line)
         if cfg.fitness.get("kind", "lm_eval") == "lm_eval":
             line = check_engine(cfg.fitness, space, refs, lead)
             if line:

@@ -34,6 +34,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evomerge.errors import ConfigError, EvomergeError
+from evomerge.models.hub import display_name
 from evomerge.recipe import MergeRecipe, _one_line
 from evomerge.recipe_dataflow import DEFAULT_MAX_DEPTH, DataFlowRecipe, PathStep
 from evomerge.spaces.base import Point, SearchSpace
@@ -221,7 +222,7 @@ def _named(refs: list[Any]) -> dict[str, Any]:
     """``[zoo://full/add, zoo://full/sort]`` -> ``{add: ..., sort: ...}`` (suffixed where names repeat)."""
     out: dict[str, Any] = {}
     for ref in refs:
-        stem = str(ref).rstrip("/").rsplit("/", 1)[-1] if isinstance(ref, str) else "merged"
+        stem = display_name(ref).rstrip("/").rsplit("/", 1)[-1] if isinstance(ref, str) else "merged"
         name, k = stem, 2
         while name in out:
             name, k = f"{stem}{k}", k + 1

@@ -105,7 +105,9 @@ def _check_against_method(method: str, name: str, bounds: "Bounds", n_models: in
 
 
 def _short_names(models: list[str]) -> list[str]:
-    shorts = [Path(m.rstrip("/")).name or m for m in models]
+    from evomerge.models.hub import display_name
+
+    shorts = [Path(display_name(m).rstrip("/")).name or m for m in models]
     if len(set(shorts)) == len(shorts):
         return shorts
     return [f"m{i}" for i in range(len(models))]
@@ -119,9 +121,13 @@ def read_num_layers(ref: str) -> int:
 
         if (variant := unbuilt_zoo(ref)) is not None:
             return VARIANTS[variant].model.num_layers
-    path = Path(resolve_model(ref)) / "config.json"
+    from evomerge.models.hub import headers_only
+
+    with headers_only():  # a hub model's config.json, not its weights
+        path = Path(resolve_model(ref)) / "config.json"
     if not path.exists():
-        raise ConfigError(f"cannot read the layer count of {ref!r} (no local config.json); set num_layers")
+        raise ConfigError(f"cannot read the layer count of {ref!r} (no config.json in {path.parent}); "
+                          "set num_layers")
     cfg = json.loads(path.read_text())
     from evomerge.models.arch import config_layers
 
