@@ -195,7 +195,7 @@ def main() -> None:
         for f in folder.values():
             add_tokenizer(f, SIZES[args.size]["vocab_size"])
         res = {b: run_child(_RANDOM, b, th, n, json.dumps(folder), json.dumps(VLLM_OPTS), CHARS) for b in ("hf", "vllm")}
-        from evomerge.plan import model_facts, worker_memory
+        from evomerge.execution.memory_plan import model_facts, worker_memory
 
         facts = model_facts(folder["base"])
         plan = worker_memory(facts=facts, n_models=3, n_sources=4, batch_size=64, cache_budget=0, backend="vllm",

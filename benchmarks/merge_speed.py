@@ -134,7 +134,7 @@ def main() -> None:
         res = subprocess.run([sys.executable, "-c", _CHILD, str(work / "recipe.yaml"), str(work / "ours"),
                               args.shard_size], capture_output=True, text=True, check=True)
         exp = json.loads(res.stdout.strip().splitlines()[-1])
-        from evomerge.models import parse_size
+        from evomerge.machine import parse_size
 
         budget = largest * (len(models) + 3) + parse_size(args.shard_size)
         rows.append(("evomerge export_recipe (streaming, to disk)", exp["seconds"],

@@ -25,7 +25,7 @@ def full_split_results(report, records: list[dict]) -> dict[int, ItemResults]:
     from evomerge.execution import EXECUTORS
     from evomerge.recipe import recipe_from_dict
     from evomerge.run import run_config_from_dict
-    from evomerge.run.loop import worker_spec
+    from evomerge.run.context import worker_spec
     from evomerge.spaces import build_space
 
     if report.config.fitness.get("estimator") == "full":

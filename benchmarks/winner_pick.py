@@ -61,7 +61,7 @@ def cma_mean_test(report, space, tasks: list[str]) -> float | None:
     from evomerge.execution import EXECUTORS
     from evomerge.optim.registry import make_optimizer
     from evomerge.run.checkpoint import load_latest_checkpoint
-    from evomerge.run.loop import worker_spec
+    from evomerge.run.context import worker_spec
 
     cfg = report.config
     if cfg.optimizer.name != "cma":

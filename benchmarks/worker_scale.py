@@ -17,7 +17,7 @@ dtype, saved with ``save_pretrained``. Every measurement runs in a fresh subproc
 - export: ``export_recipe`` (what ``evomerge merge`` runs): wall time and peak anonymous memory;
 - machine limit: memory copy bandwidth measured in the same run (a large float32 copy), and per-candidate time /
   (bytes the method must read and write / bandwidth): sources + base read in their dtype, the live model written;
-- plan: ``evomerge.plan``'s predicted worker memory for the same setting, vs the measured peak.
+- plan: ``evomerge.execution.memory_plan``'s predicted worker memory for the same setting, vs the measured peak.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def main() -> None:
 
     from evomerge.merge import to_mergekit_yaml
     from evomerge.models.safetensors_io import LazyCheckpoint
-    from evomerge.plan import worker_memory
+    from evomerge.execution.memory_plan import worker_memory
     from evomerge.recipe import recipe_from_yaml
 
     console = Console()

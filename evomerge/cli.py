@@ -17,6 +17,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 
 import click
 
@@ -29,7 +30,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "demo": ("evomerge.run.cli", "Build the tiny zoo if missing, search a merge recipe, compare on TEST."),
     "export": ("evomerge.run.cli", "Re-evaluate the chosen candidates on the TEST split and write them out."),
     "merge": ("evomerge.merge.cli", "Merge a recipe (evomerge or mergekit YAML) into an HF folder."),
-    "plan": ("evomerge.plan_cli", "Memory plan of a job per worker and workers per node, before any compute."),
+    "plan": ("evomerge.execution.plan_cli", "Memory plan of a job per worker and per node, before any compute."),
     "resume": ("evomerge.run.cli", "Continue a run from its latest intact checkpoint."),
     "run": ("evomerge.run.cli", "Run the search (or staged job) described by CONFIG."),
     "status": ("evomerge.run.cli", "Progress, best candidates and Pareto front of a run."),
@@ -130,6 +131,9 @@ def cli(verbose: int) -> None:
     """evomerge: search for LLM merge recipes."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # third-party warnings (deprecations inside transformers, lm-eval, ...) say nothing a user
+        warnings.filterwarnings("ignore")  # can act on; ours stay (what to do, in one line); -v shows them all
+        warnings.filterwarnings("default", module=r"evomerge(\.|$)")
     if verbose < 2:
         logging.getLogger("lm_eval").setLevel(max(level, logging.ERROR))
     else:  # main() quietened transformers by default; -vv wants its warnings back

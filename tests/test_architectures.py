@@ -3,7 +3,7 @@
 For each row: a per-layer TIES recipe merged in memory (into a ``from_pretrained`` live model, names mapped the
 way transformers loads them) equals the exported checkpoint loaded back, bit for bit, in float32 and bfloat16;
 a two-block task-arithmetic recipe changes each block by its own coefficient; data-flow merging is supported
-or refused in one line; mergekit gives the same export. The README's architecture table is this test's output:
+or refused in one line; mergekit gives the same export. The architecture table of docs/architectures.md is this test's output:
 ``test_readme_table_is_generated`` fails (printing the table) when they differ.
 """
 
@@ -130,7 +130,7 @@ def blocks_differ(m: dict, tmp: Path) -> None:
 
 def dataflow_check(m: dict) -> str:
     from evomerge.dataflow.sources import check_compatible
-    from evomerge.recipe_dataflow import DataFlowRecipe
+    from evomerge.recipe.dataflow import DataFlowRecipe
 
     r = DataFlowRecipe.model_validate({"models": {"a": m["ft1"], "b": m["ft2"]},
                                        "path": [["a", 0], ["b", 1, 0.9], ["a", 1]]})
@@ -163,7 +163,7 @@ def mergekit_check(m: dict, tmp: Path) -> str:
     return f"yes ({worst:.0e})" if worst <= 1e-6 else f"no ({worst:.0e})"
 
 
-# The README table test below runs these same checks for every row; the parametrised tests (slow: the work is
+# The docs table test below runs these same checks for every row; the parametrised tests (slow: the work is
 # done twice) give a per-architecture failure with its traceback.
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", list(ARCHS))
@@ -199,9 +199,9 @@ def architecture_table(sets, tmp: Path) -> str:
     return "\n".join(rows)
 
 
-def test_readme_table_is_generated(sets, tmp_path):
+def test_docs_table_is_generated(sets, tmp_path):
     table = architecture_table(sets, tmp_path)
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    m = re.search(r"<!-- architecture-table -->\n(.*?)\n<!-- /architecture-table -->", readme, re.S)
-    assert m is not None, "README.md lacks the architecture table markers"
-    assert m.group(1).strip() == table, f"README architecture table is stale; this run gives:\n{table}"
+    page = (Path(__file__).resolve().parents[1] / "docs" / "architectures.md").read_text()
+    m = re.search(r"<!-- architecture-table -->\n(.*?)\n<!-- /architecture-table -->", page, re.S)
+    assert m is not None, "docs/architectures.md lacks the architecture table markers"
+    assert m.group(1).strip() == table, f"docs/architectures.md table is stale; this run gives:\n{table}"

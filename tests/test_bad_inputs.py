@@ -398,7 +398,7 @@ def test_an_internal_error_is_one_line_with_a_log_file(tmp_path, monkeypatch):
 def test_an_error_mid_run_leaves_no_progress_bar(tmp_path, monkeypatch):
     """The bar is up (candidates done) when the error comes: only the error line remains."""
     from evomerge.errors import EvomergeError
-    from evomerge.run.loop import SearchContext
+    from evomerge.run.context import SearchContext
 
     def fail(self, *a, **k):
         raise EvomergeError("cannot write checkpoint: disk full")

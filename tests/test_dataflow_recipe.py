@@ -6,7 +6,7 @@ import pytest
 
 from evomerge.errors import ConfigError
 from evomerge.recipe import recipe_from_dict, recipe_from_yaml, recipe_to_yaml
-from evomerge.recipe_dataflow import DataFlowRecipe
+from evomerge.recipe.dataflow import DataFlowRecipe
 
 MODELS = {"a": "org/model-a", "b": "org/model-b"}
 

@@ -10,7 +10,8 @@ from evomerge.execution.synthetic_irt import SyntheticIRTConfig, SyntheticIRTWor
 from evomerge.fitness.online.request import FitnessRequest, answer_request
 from evomerge.recipe import recipe_from_dict
 from evomerge.run import resume, run_config_from_dict, run_search
-from evomerge.run.finalists import FILE, pooled
+from evomerge.run.finalists import pooled
+from evomerge.run.report import FINALISTS_FILE as FILE
 from evomerge.run.ledger import Ledger
 from evomerge.run.report import RunReport
 

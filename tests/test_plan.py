@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from evomerge.cli import _load_verbs, cli
-from evomerge.plan import worker_memory
+from evomerge.execution.memory_plan import worker_memory
 from evomerge.recipe import recipe_from_dict, recipe_to_yaml
 
 _load_verbs()
@@ -112,7 +112,7 @@ def test_union_vocab_plans_the_live_model_with_the_largest_sources_rows(tmp_path
     counts them, in embed_tokens and lm_head (untied), and only then."""
     import yaml
 
-    from evomerge.plan import plan_job
+    from evomerge.execution.memory_plan import plan_job
     from evomerge.run.config import load_run_config
     from vocab_models import make_family
 

@@ -14,7 +14,7 @@ ray = pytest.importorskip("ray")
 from evomerge.errors import ConfigError, EvomergeError  # noqa: E402
 from evomerge.execution import EXECUTORS, WORKERS, WorkerSpec  # noqa: E402
 from evomerge.run import run_config_from_dict, run_search  # noqa: E402
-from evomerge.run.config import validate_run  # noqa: E402
+from evomerge.run.validate import validate_run  # noqa: E402
 from evomerge.run.ledger import Ledger  # noqa: E402
 
 VOLATILE = ("eval_id", "time", "timings", "n_asked")  # n_asked: when a steady-state result was told
@@ -156,9 +156,12 @@ def test_bad_input_fails_with_one_line(ray_session, ci_zoo, tmp_path):
 
 
 def test_a_broken_worker_build_is_one_clear_error(ray_session, tmp_path):
-    spec = WorkerSpec(fitness={"kind": "synthetic", "num_layers": 0}, sources=["a", "b"])
+    missing = str(tmp_path / "missing-model")  # the spec is valid; building the worker in the actor fails
+    spec = WorkerSpec(fitness={"kind": "lm_eval", "tasks": ["zoo_add"], "include_path": ["zoo"]},
+                      sources=[missing], base=missing)
     ex = EXECUTORS.get("ray")(spec, run_dir=tmp_path, num_workers=1, start_timeout_s=600)
-    with pytest.raises(EvomergeError, match="ray worker could not build its evaluator: ValidationError"):
+    with pytest.raises(EvomergeError, match="ray worker could not build its evaluator: EvomergeError: model folder "
+                                            "not found"):
         list(ex.map([(0, None)]))
     ex.close()
 

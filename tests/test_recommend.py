@@ -8,8 +8,8 @@ import pytest
 
 from evomerge.run import resume, run_config_from_dict, run_search
 from evomerge.run.checkpoint import load_latest_checkpoint
-from evomerge.run.config import validate_run
-from evomerge.run.finalists import FILE
+from evomerge.run.validate import validate_run
+from evomerge.run.report import FINALISTS_FILE as FILE
 from evomerge.run.ledger import Ledger
 from evomerge.run.report import RunReport
 

@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM
 
 from evomerge.errors import ConfigError
 from evomerge.recipe import MergeRecipe, recipe_from_dict
-from evomerge.recipe_dataflow import DataFlowRecipe
+from evomerge.recipe.dataflow import DataFlowRecipe
 from evomerge.run.export import export_run
 from evomerge.run.ledger import Ledger
 from evomerge.run.staged import load_job, run_staged, staged_config_from_dict

@@ -8,7 +8,8 @@ from evomerge.errors import ConfigError, EvomergeError
 from evomerge.execution.base import EXECUTORS, Executor, build_worker, safe_evaluate
 from evomerge.run import resume, run_config_from_dict, run_search
 from evomerge.run.checkpoint import load_latest_checkpoint
-from evomerge.run.config import resolve_schedule, validate_run
+from evomerge.run.config import resolve_schedule
+from evomerge.run.validate import validate_run
 from evomerge.run.ledger import Ledger
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from evomerge.recipe import MergeRecipe, ModelSource, Override
-from evomerge.recipe_dataflow import DataFlowRecipe, PathStep
+from evomerge.recipe.dataflow import DataFlowRecipe, PathStep
 from evomerge.spaces import build_space
 
 MODELS = ["/m/add", "/m/reverse", "/m/sort"]

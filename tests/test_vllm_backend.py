@@ -252,7 +252,7 @@ def test_check_refuses_bad_engine_settings(vzoo, tmp_path, monkeypatch, vllm, wo
 
 
 def test_plan_counts_the_engine_kv_cache(vzoo):
-    from evomerge.plan import worker_memory, model_facts
+    from evomerge.execution.memory_plan import worker_memory, model_facts
 
     facts = model_facts(str(vzoo / "base"))
     hf = worker_memory(facts=facts, n_models=3, n_sources=4, batch_size=64, cache_budget=0)

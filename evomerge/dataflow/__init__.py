@@ -5,7 +5,7 @@
 - :func:`to_mergekit_passthrough` / :func:`from_mergekit_passthrough` — mergekit interop (scales all 1);
 - :func:`dataflow_size` — depth and parameter count, an objective that needs no loading.
 
-The recipe type is :class:`evomerge.recipe_dataflow.DataFlowRecipe`.
+The recipe type is :class:`evomerge.recipe.dataflow.DataFlowRecipe`.
 """
 
 from evomerge.dataflow.export import export_dataflow

@@ -2,7 +2,7 @@
 
 Step k of the path becomes decoder layer k of the output (a reused layer becomes separate copies), with its
 ``o_proj`` / ``down_proj`` weights and biases multiplied by ``w_k`` (the fold of the residual-stream scalings,
-see :mod:`evomerge.recipe_dataflow`); the fold is computed in float32 and cast to the recipe's dtype once.
+see :mod:`evomerge.recipe.dataflow`); the fold is computed in float32 and cast to the recipe's dtype once.
 Tensors stream from the source folders (or a merged nested recipe), one shard at a time.
 """
 
@@ -29,7 +29,7 @@ from evomerge.dataflow.sources import (
 )
 from evomerge.fsutil import check_output_folder
 from evomerge.recipe import recipe_to_yaml
-from evomerge.recipe_dataflow import DataFlowRecipe
+from evomerge.recipe.dataflow import DataFlowRecipe
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import yaml
 
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.models.paths import portable_ref
-from evomerge.recipe_dataflow import DataFlowRecipe, LayerSlice
+from evomerge.recipe.dataflow import DataFlowRecipe, LayerSlice
 from evomerge.yaml_io import read_yaml_text_or_file
 
 

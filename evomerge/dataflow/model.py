@@ -3,7 +3,7 @@
 Each path step gets its own decoder-layer module built on the meta device with ``layer_idx = step`` (so
 every step, even a reused layer, has its own KV-cache slot) whose parameters are the *same* ``nn.Parameter``
 objects as the source layer's: no weights are copied. Step k's ``o_proj`` and ``down_proj`` outputs are
-multiplied by ``w_k`` (see :mod:`evomerge.recipe_dataflow` for the scaling semantics). Embedding and rotary
+multiplied by ``w_k`` (see :mod:`evomerge.recipe.dataflow` for the scaling semantics). Embedding and rotary
 embedding come from the ``embed`` source, final norm and ``lm_head`` from the ``head`` source. Rotary
 positions, attention masks and the cache are handled by the unchanged HF model forward, so ``generate`` and
 lm-eval's ``HFLM(pretrained=model)`` work as with any checkpoint.
@@ -21,7 +21,7 @@ from transformers.initialization import no_init_weights
 
 from evomerge.dataflow.sources import BRANCH_OUTPUTS, SourceModels, check_compatible
 from evomerge.errors import EvomergeError
-from evomerge.recipe_dataflow import DataFlowRecipe
+from evomerge.recipe.dataflow import DataFlowRecipe
 
 log = logging.getLogger(__name__)
 

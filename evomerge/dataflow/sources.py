@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, Pre
 from evomerge.errors import EvomergeError
 from evomerge.models import resolve_model
 from evomerge.recipe import MergeRecipe, recipe_to_yaml
-from evomerge.recipe_dataflow import DataFlowRecipe
+from evomerge.recipe.dataflow import DataFlowRecipe
 
 log = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ class VLLMEngine(Engine):
         from transformers import AutoTokenizer
 
         from evomerge.engines.vllm_lm import LiveVLLM
-        from evomerge.plan import DTYPE_BYTES, _facts
+        from evomerge.execution.memory_plan import DTYPE_BYTES, _facts
 
         self.opts: VLLMOptions = cfg.vllm
         self.lead, self.tokenizer_dir, self.seed = lead, tokenizer_dir, cfg.seed

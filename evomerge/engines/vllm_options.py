@@ -30,19 +30,27 @@ class VLLMOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_model_len: Optional[int] = Field(None, ge=16)
-    kv_cache: Union[int, str] = "auto"
-    gpu_memory_utilization: Optional[float] = Field(None, gt=0, le=1)
-    max_num_seqs: Optional[int] = Field(None, ge=1)
-    enforce_eager: Optional[bool] = None
-    engine_args: dict[str, Any] = Field(default_factory=dict)
+    max_model_len: Optional[int] = Field(None, ge=16,
+                                         description="the engine's context (None: the lead's max_position_embeddings)")
+    kv_cache: Union[int, str] = Field("auto", description="KV cache bytes: auto, or a size such as 2GB (CPU)")
+    gpu_memory_utilization: Optional[float] = Field(None, gt=0, le=1,
+                                                    description="on a GPU: the engine's share of the device (weights + "
+                                                                "KV + activations)")
+    max_num_seqs: Optional[int] = Field(None, ge=1,
+                                        description="sequences scheduled at once (None: fitness.batch_size)")
+    enforce_eager: Optional[bool] = Field(None,
+                                          description="no CUDA graphs or compilation (None: eager on CPU, graphs on "
+                                                      "GPU)")
+    engine_args: dict[str, Any] = Field(default_factory=dict,
+                                        description="any other vllm.LLM argument (those that break the reload are "
+                                                    "refused)")
 
     @field_validator("kv_cache")
     @classmethod
     def _kv_cache(cls, v):
         if v == "auto":
             return v
-        from evomerge.models.export_writer import parse_size
+        from evomerge.machine import parse_size
 
         try:
             return parse_size(v, "kv_cache size")

@@ -20,10 +20,11 @@ import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Hashable, Iterator, Literal, Optional, Sequence
+from typing import Annotated, Any, Hashable, Iterator, Literal, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny
 
+from evomerge.errors import EvomergeError
 from evomerge.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,28 @@ class CandidateResult:
                    timings=timings or {})
 
 
+def fitness_from_data(value: Any) -> BaseModel:
+    """A job's ``fitness`` section as the typed config of its worker kind (``kind``), validated once, here."""
+    if isinstance(value, BaseModel):
+        return value
+    if not isinstance(value, dict) or "kind" not in value:
+        raise ValueError("fitness needs a kind (lm_eval or synthetic)")
+    try:
+        worker_cls = WORKERS.get(str(value["kind"]))
+    except EvomergeError as exc:
+        raise ValueError(str(exc)) from None
+    return worker_cls.config_class().model_validate(value)
+
+
+#: the ``fitness`` field of a job config and of a worker spec: typed by its ``kind`` (a worker plugin's config)
+FitnessSection = Annotated[SerializeAsAny[BaseModel], BeforeValidator(fitness_from_data)]
+
+
 class WorkerSpec(BaseModel):
     """Everything a process needs to build its Worker (picklable, sent to remote executors)."""
 
     model_config = ConfigDict(extra="forbid")
-    fitness: dict[str, Any]
+    fitness: FitnessSection
     sources: list[str] = Field(default_factory=list)
     base: Optional[str] = None
     seed: int = 0
@@ -105,8 +123,7 @@ class Worker(ABC):
 
 
 def build_worker(spec: WorkerSpec) -> Worker:
-    kind = str(spec.fitness.get("kind", "lm_eval"))
-    return WORKERS.get(kind).from_spec(spec)
+    return WORKERS.get(spec.fitness.kind).from_spec(spec)
 
 
 def safe_evaluate(worker: Worker, recipe, split: str = "search", request: Any = None) -> CandidateResult:

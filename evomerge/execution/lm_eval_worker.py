@@ -66,7 +66,7 @@ class LMEvalWorker(Worker):
 
     @classmethod
     def from_spec(cls, spec: WorkerSpec) -> "LMEvalWorker":
-        return cls(cls.config_class().model_validate(spec.fitness), spec)
+        return cls(spec.fitness, spec)
 
     @classmethod
     def metrics(cls, fitness_cfg) -> list[str]:
@@ -79,7 +79,7 @@ class LMEvalWorker(Worker):
         return not ESTIMATORS.get(fitness_cfg.estimator).full_split
 
     def evaluate(self, recipe, split: str = "search", request=None) -> CandidateResult:
-        from evomerge.recipe_dataflow import DataFlowRecipe
+        from evomerge.recipe.dataflow import DataFlowRecipe
 
         t0 = time.perf_counter()
         try:

@@ -21,14 +21,18 @@ from evomerge.execution.base import WORKERS, CandidateResult, Worker, WorkerSpec
 
 class SyntheticConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["synthetic"] = "synthetic"
-    tasks: list[str] = Field(default_factory=lambda: ["a", "b"], min_length=1)
-    num_layers: int = Field(4, ge=1)
-    sleep_s: float = Field(0.0, ge=0)
+    kind: Literal["synthetic"] = Field("synthetic",
+                                       description="synthetic: a cheap closed-form score of the recipe (tests, "
+                                                   "benchmarks)")
+    tasks: list[str] = Field(default_factory=lambda: ["a", "b"], min_length=1, description="task names it reports")
+    num_layers: int = Field(4, ge=1, description="layers of the imagined model")
+    sleep_s: float = Field(0.0, ge=0, description="seconds each evaluation sleeps (a stand-in for real cost)")
     sleep_spread_s: float = Field(0.0, ge=0, description="extra sleep in [0, this), set by the recipe: uneven costs")
-    fail_above: Optional[float] = None
-    nan_above: Optional[float] = None
-    test_shift: float = 0.05
+    fail_above: Optional[float] = Field(None,
+                                        description="fail candidates whose score is above this (failure handling "
+                                                    "tests)")
+    nan_above: Optional[float] = Field(None, description="report NaN above this score (non-finite fitness tests)")
+    test_shift: float = Field(0.05, description="offset of the test split's scores from the search split's")
 
 
 @WORKERS.register("synthetic")
@@ -46,7 +50,7 @@ class SyntheticWorker(Worker):
 
     @classmethod
     def from_spec(cls, spec: WorkerSpec) -> "SyntheticWorker":
-        return cls(SyntheticConfig.model_validate(spec.fitness))
+        return cls(spec.fitness)
 
     @classmethod
     def metrics(cls, fitness_cfg) -> list[str]:

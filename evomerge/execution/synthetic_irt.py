@@ -25,19 +25,26 @@ from evomerge.fitness.online.config import FidelityConfig, OnlineBankConfig
 
 class SyntheticIRTConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["synthetic_irt"] = "synthetic_irt"
-    tasks: list[str] = Field(default_factory=lambda: ["a", "b", "c"], min_length=1)
-    items_per_task: int = Field(200, ge=2)
-    num_layers: int = Field(4, ge=1)
-    spread: float = 8.0
-    bank: Optional[Literal["online", "full"]] = "online"
+    kind: Literal["synthetic_irt"] = Field("synthetic_irt",
+                                           description="synthetic_irt: simulated answers of a known IRT model "
+                                                       "(estimator tests)")
+    tasks: list[str] = Field(default_factory=lambda: ["a", "b", "c"], min_length=1, description="task names it reports")
+    items_per_task: int = Field(200, ge=2, description="items per task of the simulated search split")
+    num_layers: int = Field(4, ge=1, description="layers of the imagined model")
+    spread: float = Field(8.0, description="how far recipes spread the simulated abilities")
+    bank: Optional[Literal["online", "full"]] = Field("online",
+                                                      description="online: the search fits its own bank; full: the "
+                                                                  "true items' bank")
     # "generation" (with bank: full): every generation answers its own sample of sample_per_task items per task
-    resample: Literal["never", "generation"] = "never"
-    sample_per_task: int = Field(20, ge=1)
-    online: OnlineBankConfig = Field(default_factory=OnlineBankConfig)
-    fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
-    seed: int = 0
-    sleep_s: float = Field(0.0, ge=0)
+    resample: Literal["never", "generation"] = Field("never",
+                                                     description="generation (with bank: full): a fresh item sample "
+                                                                 "per generation")
+    sample_per_task: int = Field(20, ge=1, description="items per task of each generation's sample")
+    online: OnlineBankConfig = Field(default_factory=OnlineBankConfig, description="the online item bank's settings")
+    fidelity: FidelityConfig = Field(default_factory=FidelityConfig,
+                                     description="multi-fidelity racing with the online bank")
+    seed: int = Field(0, description="seeds the simulated items")
+    sleep_s: float = Field(0.0, ge=0, description="seconds each evaluation sleeps")
 
     @property
     def online_mode(self) -> bool:
@@ -82,7 +89,7 @@ class SyntheticIRTWorker(Worker):
 
     @classmethod
     def from_spec(cls, spec: WorkerSpec) -> "SyntheticIRTWorker":
-        return cls(SyntheticIRTConfig.model_validate(spec.fitness), spec.models, spec.base)
+        return cls(spec.fitness, spec.models, spec.base)
 
     def theta(self, recipe, split: str = "search") -> np.ndarray:
         """Task ``k`` wants weight 1 on model ``k`` and 0.2 on the others (models absent from the recipe

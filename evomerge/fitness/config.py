@@ -47,42 +47,67 @@ class FitnessConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["lm_eval"] = "lm_eval"
-    tasks: list[str]
-    test_tasks: Optional[list[str]] = None
-    include_path: list[str] = Field(default_factory=list)
-    batch_size: int = Field(64, ge=1)
-    num_fewshot: Optional[int] = Field(None, ge=0)
-    gen_kwargs: Optional[dict[str, Any]] = None
-    apply_chat_template: bool = False
-    system_instruction: Optional[str] = None
-    metric: Optional[str] = None
-    test_metric: Optional[str] = None
-    estimator: str = "adaptive"
-    estimator_params: dict[str, Any] = Field(default_factory=dict)
-    anchors: str = "kmeans_correct"
-    items_per_task: int = Field(20, ge=1)
-    irt_dim: int = Field(5, ge=1)
-    bank: Optional[str] = None  # None: online for adaptive, build for the other IRT estimators
-    online: OnlineBankConfig = Field(default_factory=OnlineBankConfig)
-    fidelity: FidelityConfig = Field(default_factory=FidelityConfig)
-    resample: Literal["never", "generation"] = "never"
-    population: int = Field(30, ge=0)
+    kind: Literal["lm_eval"] = Field("lm_eval", description="lm_eval: lm-eval tasks scored on a live merged model")
+    tasks: list[str] = Field(description="lm-eval task names of the search split (local YAMLs in include_path, or "
+                                         "lm-eval's)")
+    test_tasks: Optional[list[str]] = Field(None,
+                                            description="tasks of the held-out test split (export and the finalists' "
+                                                        "report)")
+    include_path: list[str] = Field(default_factory=list,
+                                    description="folders of local task YAMLs, or names shipped under fitness/ (zoo)")
+    batch_size: int = Field(64, ge=1, description="evaluation batch size of the live model")
+    num_fewshot: Optional[int] = Field(None, ge=0, description="few-shot examples per prompt (None: each task's own)")
+    gen_kwargs: Optional[dict[str, Any]] = Field(None,
+                                                 description="generation arguments for generate_until tasks (e.g. "
+                                                             "max_gen_toks)")
+    apply_chat_template: bool = Field(False, description="wrap prompts in the lead model's chat template")
+    system_instruction: Optional[str] = Field(None, description="a system prompt for chat templates")
+    metric: Optional[str] = Field(None,
+                                  description="per-item metric of the search tasks (None: each task's first; p_gold: "
+                                              "graded)")
+    test_metric: Optional[str] = Field(None,
+                                       description="per-item metric of the test tasks (None: metric, or each task's "
+                                                   "first)")
+    estimator: str = Field("adaptive",
+                           description="how accuracy is estimated from a few items: full, subset_mean, anchor, pirt, "
+                                       "gpirt, mpirt, gmpirt, adaptive")
+    estimator_params: dict[str, Any] = Field(default_factory=dict, description="options of the estimator")
+    anchors: str = Field("kmeans_correct",
+                         description="how anchor items are chosen: random, stratified, kmeans_correct, kmeans_irt")
+    items_per_task: int = Field(20, ge=1,
+                                description="items per task each candidate answers (estimators other than full)")
+    irt_dim: int = Field(5, ge=1, description="dimensions of the IRT model of a built item bank")
+    bank: Optional[str] = Field(None,
+                                description="item bank: online (fitted by the search), build (up front), a folder, or "
+                                            "None")
+    online: OnlineBankConfig = Field(default_factory=OnlineBankConfig, description="the online item bank's settings")
+    fidelity: FidelityConfig = Field(default_factory=FidelityConfig,
+                                     description="multi-fidelity racing with the online bank")
+    resample: Literal["never", "generation"] = Field("never",
+                                                     description="generation: a fresh random item sample per "
+                                                                 "generation; never: one sample")
+    population: int = Field(30, ge=0,
+                            description="random merges evaluated on the full split to build an item bank up front")
     population_space_share: float = Field(
         0.5, ge=0, le=1, description="share of the bank population drawn uniformly from the run's search space "
                                      "(the rest: random linear / task-arithmetic / TIES merges of the sources)")
-    cache_endpoints: bool = True
-    seed: int = 0
+    cache_endpoints: bool = Field(True, description="reuse the parents' and base's answers across runs (per item)")
+    seed: int = Field(0, description="seeds the item samples and the bank (the same for every optimizer seed)")
     # where the worker holds the live model: "auto" = the GPU(s) Ray (or CUDA_VISIBLE_DEVICES) gave it (a model
     # spread over all of them when there are several), else CPU
-    device: str = "auto"
+    device: str = Field("auto",
+                        description="where the live model lives: auto (the worker's GPUs, else CPU), cpu, cuda, cuda:N")
     # the live model's dtype ("auto": the sources'); the merge math is float32 whatever it is
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto",
+                                                                     description="the live model's dtype (auto: the "
+                                                                                 "sources'); the merge math is float32")
     # bytes the merger may keep for task vectors / magnitude histograms / DELLA ranks across candidates:
     # "auto" (a quarter of the memory free at start), 0, "unlimited", or a size such as "8GB"
-    cache_budget: Union[int, str] = "auto"
-    backend: str = "hf"
-    vllm: VLLMOptions = Field(default_factory=VLLMOptions)
+    cache_budget: Union[int, str] = Field("auto",
+                                          description="bytes the merger keeps across candidates: auto, 0, unlimited, "
+                                                      "or e.g. 8GB")
+    backend: str = Field("hf", description="evaluation engine: hf (transformers) or vllm (weights reloaded in place)")
+    vllm: VLLMOptions = Field(default_factory=VLLMOptions, description="the vLLM engine's settings (backend: vllm)")
 
     @field_validator("tasks")
     @classmethod

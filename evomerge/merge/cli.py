@@ -123,7 +123,7 @@ def merge_cmd(recipe_path: Path, out_dir: Path, device: str, dtype, shard_size: 
     can express the recipe."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from evomerge.models import parse_size
+    from evomerge.machine import parse_size
     from evomerge.recipe import MergeRecipe
     from evomerge.run.preflight import check_models
 

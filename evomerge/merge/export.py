@@ -17,7 +17,8 @@ from evomerge.fsutil import check_output_folder
 from evomerge.merge.engine import TensorCache, Workspace, geometry, row_writer
 from evomerge.merge.plan import MergePlan, input_models, validate_recipe
 from evomerge.models.compat import check_compatible
-from evomerge.models.export_writer import ShardedWriter, copy_model_files, parse_size
+from evomerge.machine import parse_size
+from evomerge.models.export_writer import ShardedWriter, copy_model_files
 from evomerge.models.safetensors_io import LazyCheckpoint
 from evomerge.recipe import MergeRecipe, recipe_to_yaml
 

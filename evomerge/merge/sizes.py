@@ -3,10 +3,9 @@ the scratch chunk, the cache budget and the host's free memory."""
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
-from evomerge.models.export_writer import parse_size
+from evomerge.machine import host_available_bytes, parse_size
 
 CHUNK_ELEMS = 1 << 19  # elements per scratch chunk (2 MB in float32: cache-friendly, small next to any model)
 AUTO_CACHE_SHARE = 0.25  # "auto" cache budget: this share of the memory free when the merger starts
@@ -27,15 +26,3 @@ def cache_budget_bytes(budget: Optional[int | str], device="cpu") -> Optional[in
             free = host_available_bytes()
         return int(free * AUTO_CACHE_SHARE)
     return 0 if budget == 0 else parse_size(budget, "cache_budget")
-
-
-def host_available_bytes() -> int:
-    """MemAvailable of /proc/meminfo (bytes), or total physical memory where that file is missing."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

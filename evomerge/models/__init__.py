@@ -9,7 +9,6 @@ from evomerge.lazy import lazy_getattr
 _WHERE = {
     "resolve_model": "paths", "LazyCheckpoint": "safetensors_io", "check_compatible": "compat",
     "layout_of": "compat", "ShardedWriter": "export_writer", "copy_model_files": "export_writer",
-    "parse_size": "export_writer",
 }
 
 __getattr__ = lazy_getattr(__name__, _WHERE)

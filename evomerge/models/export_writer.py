@@ -5,7 +5,6 @@ files from a source folder."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -16,28 +15,10 @@ from evomerge.models.safetensors_io import DTYPE_CODES
 if TYPE_CHECKING:
     import torch
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
-          "T": 10**12, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 AUX_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
     "vocab.txt", "merges.txt", "added_tokens.json", "generation_config.json", "chat_template.jinja",
 )
-
-
-def parse_size(size: str | int, what: str = "shard size") -> int:
-    """``"2GB"`` / ``"500MiB"`` / ``1000000`` -> bytes; ``what`` names the setting in the error."""
-    if isinstance(size, int):
-        if size <= 0:
-            raise EvomergeError(f"{what} must be positive, got {size}")
-        return size
-    m = _SIZE.match(str(size))
-    if not m or m.group(2).upper() not in _UNITS:
-        raise EvomergeError(f"cannot read {what} {size!r} (use e.g. 2GB, 500MB, 1GiB)")
-    value = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
-    if value <= 0:
-        raise EvomergeError(f"{what} must be positive, got {size!r}")
-    return value
 
 
 _ST_CODES = {name: code for code, (name, _) in DTYPE_CODES.items()}  # "float32" -> "F32"

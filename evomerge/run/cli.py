@@ -56,7 +56,8 @@ def run_cmd(config: str, run_dir: Optional[Path]) -> None:
     """Run the search (or staged job) described by CONFIG (a YAML path or a shipped experiment name).
 
     Running it again on the same run directory continues it."""
-    from evomerge.run.loop import default_run_dir, run_search
+    from evomerge.run.loop import run_search
+    from evomerge.run.run_dir import default_run_dir
     from evomerge.run.staged import StagedConfig, iter_stages, load_job
 
     job = load_job(config)
@@ -81,7 +82,7 @@ def run_cmd(config: str, run_dir: Optional[Path]) -> None:
 def check_cmd(config: str, run_dir: Optional[Path]) -> None:
     """Preflight CONFIG: every check that needs no compute (config, run dir, executor resources, lm-eval tasks,
     model folders); writes nothing. Exit 0 when `evomerge run CONFIG` would start."""
-    from evomerge.run.loop import default_run_dir
+    from evomerge.run.run_dir import default_run_dir
     from evomerge.run.preflight import preflight
     from evomerge.run.staged import StagedConfig, check_stages, load_job
 
@@ -106,7 +107,8 @@ def check_cmd(config: str, run_dir: Optional[Path]) -> None:
 @click.option("--wall-time-s", type=float, default=None, help="Raise the wall-time budget.")
 def resume_cmd(run_dir: Path, evaluations, generations, wall_time_s) -> None:
     """Continue a run (after a crash or kill -9) from its latest intact checkpoint."""
-    from evomerge.run.loop import load_run_dir_config, resume
+    from evomerge.run.loop import resume
+    from evomerge.run.run_dir import load_run_dir_config
 
     budget = {k: v for k, v in dict(evaluations=evaluations, generations=generations,
                                     wall_time_s=wall_time_s).items() if v is not None}
@@ -129,7 +131,7 @@ def status_cmd(run_dir: Path, top: int, no_plots: bool) -> None:
     """Progress, best candidates and Pareto front of a run; writes PNG plots to RUN_DIR/plots."""
     from rich.table import Table
 
-    from evomerge.run.recommend import is_recommendation
+    from evomerge.run.report import is_recommendation
     from evomerge.run.report import RunReport
 
     rep = RunReport.load(run_dir)
@@ -245,7 +247,7 @@ def demo_cmd(run_dir: Path, variant: str, backend: str) -> None:
     Console().print(t)
     fin = res.get("winner_finalist")
     if fin:
-        from evomerge.run.recommend import RECOMMENDED
+        from evomerge.run.report import RECOMMENDED
 
         what = (" (the optimizer's recommendation, evaluated after the budget)"
                 if res.get("winner_origin") == RECOMMENDED else "")

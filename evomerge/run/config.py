@@ -1,7 +1,5 @@
-"""``RunConfig``: one search job (YAML in ``experiments/``), validated once at the edge.
-
-``validate_run(cfg)`` builds the space and the optimizer and checks the objectives against the metrics the
-fitness kind reports, so a bad config fails with one line before any merge or evaluation runs.
+"""``RunConfig``: one search job (YAML in ``experiments/``), validated once at the edge; its ``fitness`` section
+is typed by its kind (the worker plugin's config class). ``evomerge.run.validate`` builds what the config names.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evomerge.errors import ConfigError
+from evomerge.execution.base import FitnessSection
 from evomerge.recipe import _one_line
 from evomerge.yaml_io import parse_yaml
 
@@ -49,8 +48,8 @@ class _Strict(BaseModel):
 class ObjectiveConfig(_Strict):
     """One objective: a metric the worker reports (a task name, ``mean``, ...) to maximise or minimise."""
 
-    metric: str
-    direction: Literal["maximize", "minimize"] = "maximize"
+    metric: str = Field(description="a metric the fitness reports: a task name, mean, num_layers, params_m, ...")
+    direction: Literal["maximize", "minimize"] = Field("maximize", description="maximize or minimize the metric")
     penalty: Optional[float] = Field(None, description="value told for failed candidates (default -1e3 / +1e3)")
     reference: Optional[float] = Field(None, description="hypervolume reference (default: worst value seen)")
 
@@ -61,9 +60,13 @@ class ObjectiveConfig(_Strict):
 
 
 class BudgetConfig(_Strict):
-    evaluations: Optional[int] = Field(None, ge=1)
-    generations: Optional[int] = Field(None, ge=1)
-    wall_time_s: Optional[float] = Field(None, gt=0)
+    evaluations: Optional[int] = Field(None, ge=1,
+                                       description="stop after this many candidates (warm start and recommendation "
+                                                   "included)")
+    generations: Optional[int] = Field(None, ge=1,
+                                       description="stop after this many generations (populations) of the optimizer")
+    wall_time_s: Optional[float] = Field(None, gt=0,
+                                         description="stop starting new candidates after this many seconds of search")
 
     @model_validator(mode="after")
     def _some(self):
@@ -79,8 +82,9 @@ class FinalistsConfig(_Strict):
     recommendation (``run/recommend.py``) joins them. Not part of a run's identity: a finished run resumed with
     other settings re-scores its finalists."""
 
-    top: int = Field(5, ge=0)
-    items_per_task: int = Field(400, ge=1)
+    top: int = Field(5, ge=0,
+                     description="candidates (best told values) re-scored on fresh items; 0: the best told value wins")
+    items_per_task: int = Field(400, ge=1, description="fresh search items per task each finalist answers")
     recommended: bool = Field(True, description="also evaluate the optimizer's own estimate of the best point "
                                                 "(CMA-ES: its distribution's mean) and let it compete")
 
@@ -88,8 +92,8 @@ class FinalistsConfig(_Strict):
 class WarmStartRecipe(_Strict):
     """A recipe to evaluate first (e.g. an earlier stage's winner: ``{recipe: {best_of: ps}}`` in a staged job)."""
 
-    recipe: dict[str, Any]
-    label: str = "recipe"
+    recipe: dict[str, Any] = Field(description="a recipe (or {best_of: STAGE} in a staged job) to evaluate first")
+    label: str = Field("recipe", description="how the ledger names this warm start")
     required: bool = Field(True, description="refuse the run when the space cannot express the recipe "
                                              "(else it is skipped)")
 
@@ -97,8 +101,8 @@ class WarmStartRecipe(_Strict):
 class WarmStartPoint(_Strict):
     """A point of the search space to evaluate first."""
 
-    point: dict[str, Any]
-    label: str = "point"
+    point: dict[str, Any] = Field(description="a point of the search space (parameter name -> value) to evaluate first")
+    label: str = Field("point", description="how the ledger names this warm start")
 
 
 #: ``default``: the space's default point; ``simple_merges``: the uniform average and the task-arithmetic and
@@ -108,9 +112,11 @@ WarmStartEntry = Union[WarmStartName, WarmStartRecipe, WarmStartPoint]
 
 
 class OptimizerConfig(_Strict):
-    name: str = "cma"
-    population: int = Field(8, ge=1)
-    options: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field("cma", description="optimizer plugin: cma, nevergrad, optuna, random (or a third-party one)")
+    population: int = Field(8, ge=1, description="candidates per generation (asked together, evaluated in parallel)")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="options of the plugin (pycma's, nevergrad's optimizer name, optuna's "
+                                                "sampler, ...)")
     warm_start: Union[Literal["auto", "none"], list[WarmStartEntry]] = Field(
         "auto", description="points asked before the optimizer's own (counted in the budget, marked in the "
                             "ledger): auto = [default, simple_merges]; none; or a list of entries")
@@ -121,29 +127,42 @@ class OptimizerConfig(_Strict):
 
 
 class ExecutorConfig(_Strict):
-    name: str = "local"
-    options: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field("local", description="where candidates are evaluated: local (in this process) or ray")
+    options: dict[str, Any] = Field(default_factory=dict, description="options of the executor (ray: see RayOptions)")
 
 
 class RunConfig(_Strict):
     """A search job. ``space`` is a shipped name, a YAML path, or a mapping (``preset`` + overrides)."""
 
-    name: str = "search"
-    description: str = ""
-    seed: int = Field(0, ge=0, lt=2**63)  # every generator of the run is seeded from it (64-bit)
-    base: Optional[str] = None
-    models: list[str] = Field(default_factory=list)
-    space: Union[str, dict[str, Any]]
-    fitness: dict[str, Any]
-    objectives: list[ObjectiveConfig]
-    optimizer: OptimizerConfig = OptimizerConfig()
-    budget: Optional[BudgetConfig] = None
-    executor: ExecutorConfig = ExecutorConfig()
-    run_dir: Optional[str] = None
-    finalists: FinalistsConfig = FinalistsConfig()
+    name: str = Field("search", description="the run's name (its folder under runs/ unless run_dir is set)")
+    description: str = Field("", description="free text kept with the run")
+    seed: int = Field(0, ge=0, lt=2**63,
+                      description="seeds every generator of the run (optimizer, item samples, stochastic merges)")
+    base: Optional[str] = Field(None,
+                                description="the base model (HF folder, hub name org/name[@revision], or "
+                                            "zoo://VARIANT/NAME)")
+    models: list[str] = Field(default_factory=list, description="the fine-tuned models to merge (same forms as base)")
+    space: Union[str, dict[str, Any]] = Field(description="search space: a shipped name, a YAML path, or a mapping "
+                                                          "(preset: NAME plus overrides)")
+    fitness: FitnessSection = Field(description="how candidates are scored; its fields depend on kind (lm_eval, "
+                                                "synthetic, ...)")
+    objectives: list[ObjectiveConfig] = Field(description="metrics to optimise; several give a Pareto front")
+    optimizer: OptimizerConfig = Field(OptimizerConfig(), description="the optimizer plugin and its settings")
+    budget: Optional[BudgetConfig] = Field(None,
+                                           description="when to stop (at least one of evaluations, generations, "
+                                                       "wall_time_s)")
+    executor: ExecutorConfig = Field(ExecutorConfig(), description="where candidates are evaluated")
+    run_dir: Optional[str] = Field(None,
+                                   description="the run folder, relative to the working folder (default runs/NAME)")
+    finalists: FinalistsConfig = Field(FinalistsConfig(),
+                                       description="after the budget: the best candidates re-scored on fresh items "
+                                                   "name the winner")
     # config.json fields of the models (model_type, hidden_size, ...): lets `evomerge plan` size a job whose
     # models are not on this machine; ignored when they are
-    architecture: Optional[dict[str, Any]] = None
+    architecture: Optional[dict[str, Any]] = Field(None,
+                                                   description="config.json fields of the models, so `evomerge plan` "
+                                                               "can size a job whose models are not here (ignored when "
+                                                               "they are)")
 
     _name = field_validator("name")(classmethod(lambda cls, v: check_name(v, "run name")))
     _run_dir = field_validator("run_dir")(classmethod(lambda cls, v: check_relative_dir(v)))
@@ -157,8 +176,6 @@ class RunConfig(_Strict):
             raise ValueError(f"objectives listed twice: {names}")
         if self.budget is None:
             raise ValueError("budget is missing: set evaluations, generations and/or wall_time_s")
-        if "kind" not in self.fitness:
-            raise ValueError("fitness needs a kind (lm_eval or synthetic)")
         return self
 
     @property
@@ -175,6 +192,8 @@ def run_config_from_dict(data: Any) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
+        if all(e["loc"][:1] == ("fitness",) and len(e["loc"]) > 1 for e in exc.errors()):
+            raise ConfigError(f"invalid fitness config: {_one_line(exc, skip=1)}") from None
         raise ConfigError(f"invalid run config: {_one_line(exc)}") from None
 
 
@@ -197,50 +216,10 @@ def load_run_config(path_or_name: Union[str, Path]) -> RunConfig:
 
 
 def fitness_config(cfg: RunConfig):
-    """``(worker class, validated fitness config)`` of a run config's ``fitness`` section."""
+    """``(worker class, typed fitness config)`` of a run config (validated when the config was)."""
     from evomerge.execution.base import WORKERS
 
-    worker_cls = WORKERS.get(str(cfg.fitness.get("kind", "lm_eval")))
-    return worker_cls, worker_cls.config_class().model_validate(cfg.fitness)
-
-
-def validate_run(cfg: RunConfig):
-    """Build (space, optimizer, worker class) or raise one clear ConfigError; does no merging/evaluation."""
-    from evomerge.execution.base import EXECUTORS
-    from evomerge.optim import make_optimizer
-    from evomerge.spaces import build_space
-
-    if not cfg.models:
-        raise ConfigError("models is empty: list the models to merge")
-    try:
-        worker_cls, fitness = fitness_config(cfg)
-    except ValidationError as exc:
-        raise ConfigError(f"invalid fitness config: {_one_line(exc)}") from None
-    known = worker_cls.metrics(fitness)
-    for o in cfg.objectives:
-        if o.metric not in known:
-            raise ConfigError(f"objective metric {o.metric!r} is not reported by fitness {cfg.fitness['kind']!r} "
-                              f"(known: {', '.join(known)})")
-    executor_cls = EXECUTORS.get(cfg.executor.name)
-    if hasattr(executor_cls, "validate_options"):  # typed executor options fail here, before any compute
-        executor_cls.validate_options(cfg.executor.options)
-    if getattr(worker_cls, "needs_models", True):
-        from evomerge.models import resolve_model
-        from evomerge.zoo.settings import unbuilt_zoo
-
-        for ref in ([cfg.base] if cfg.base else []) + cfg.models:
-            if not ref.startswith("zoo://") or unbuilt_zoo(ref) is None:  # the run builds a zoo, not validation
-                resolve_model(ref)  # raises "model folder not found: ..." for a missing model
-    space = build_space(cfg.space, base=cfg.base, models=cfg.models)
-    optimizer = make_optimizer(cfg.optimizer.name, space, cfg.directions, seed=cfg.seed,
-                               population=cfg.optimizer.population, budget=cfg.budget.evaluations,
-                               options=cfg.optimizer.options)
-    resolve_schedule(cfg, optimizer)
-    from evomerge.run.warm_start import takes_warm_start, warm_start_points
-
-    if warm_start_points(cfg, space):
-        takes_warm_start(cfg, optimizer)  # raises for explicit points the plugin cannot take
-    return space, optimizer, worker_cls
+    return WORKERS.get(cfg.fitness.kind), cfg.fitness
 
 
 def resolve_schedule(cfg: RunConfig, optimizer) -> str:

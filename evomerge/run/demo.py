@@ -17,7 +17,9 @@ from evomerge.recipe import recipe_from_dict
 from evomerge.run.baselines import COEFFICIENTS, SIMPLE_FAMILIES, baseline_recipes
 from evomerge.run.config import RunConfig, load_run_config, run_config_from_dict
 from evomerge.run.export import save_test_scores
-from evomerge.run.loop import Progress, identity_diff, run_search, worker_spec
+from evomerge.run.context import Progress, worker_spec
+from evomerge.run.loop import run_search
+from evomerge.run.run_dir import identity_diff
 from evomerge.run.report import RunReport
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,7 @@ def compare_with_baselines(run_dir: Path, say: Callable[[str], None] = log.info,
     rows = base["rows"] + [winner]
     save_test_scores(run_dir, {best["eval_id"]: winner["test"]})  # `evomerge status` shows it
     margins = {r["model"]: winner["test"]["mean"] - r["test"]["mean"] for r in base["rows"]}
-    return {"run_dir": str(run_dir), "tasks": list(cfg.fitness["tasks"]), "rows": rows,
+    return {"run_dir": str(run_dir), "tasks": list(cfg.fitness.tasks), "rows": rows,
             "search_scores": base["search_scores"], "winner_search": best["metrics"], "winner_id": best["eval_id"],
             "winner_origin": best.get("origin"), "winner_finalist": best.get("finalist"), "margin_vs": margins,
             "beats_all": bool(all(m > 0 for m in margins.values())),

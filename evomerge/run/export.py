@@ -15,7 +15,7 @@ from evomerge.errors import EvomergeError
 from evomerge.execution.base import EXECUTORS
 from evomerge.fsutil import atomic_write, check_output_folder
 from evomerge.recipe import recipe_from_dict, recipe_to_yaml
-from evomerge.run.loop import worker_spec
+from evomerge.run.context import worker_spec
 from evomerge.run.report import RunReport
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def mergekit_yaml(recipe) -> str:
     """mergekit YAML of a parameter-space recipe, or passthrough YAML of a data-flow one (all scales 1)."""
     from evomerge.dataflow import to_mergekit_passthrough
     from evomerge.merge import to_mergekit_yaml
-    from evomerge.recipe_dataflow import DataFlowRecipe
+    from evomerge.recipe.dataflow import DataFlowRecipe
 
     return to_mergekit_passthrough(recipe) if isinstance(recipe, DataFlowRecipe) else to_mergekit_yaml(recipe)
 
@@ -109,7 +109,7 @@ def export_checkpoint(recipe, out_dir: Path) -> Path:
     """An HF checkpoint of either recipe kind (data-flow scalings folded exactly into the weights)."""
     from evomerge.dataflow import export_dataflow
     from evomerge.merge import export_recipe
-    from evomerge.recipe_dataflow import DataFlowRecipe
+    from evomerge.recipe.dataflow import DataFlowRecipe
 
     return export_dataflow(recipe, out_dir) if isinstance(recipe, DataFlowRecipe) else export_recipe(recipe, out_dir)
 

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from evomerge.fsutil import atomic_write
+from evomerge.run.report import FINALISTS_FILE, RunReport, load_finalists
 
 if TYPE_CHECKING:
-    from evomerge.run.loop import SearchContext
+    from evomerge.run.context import SearchContext
 
 log = logging.getLogger(__name__)
-FILE = "finalists.json"
 
 
 def pooled(told: dict[str, float], answered: dict[str, int], fresh: dict[str, float], n_fresh: dict[str, int]
@@ -51,7 +51,7 @@ def applies(ctx: "SearchContext") -> Optional[str]:
         return "finalists.top is 0"
     if len(cfg.objectives) != 1:
         return "several objectives: the Pareto front is the result"
-    if cfg.objectives[0].metric not in ["mean", *cfg.fitness.get("tasks", [])]:
+    if cfg.objectives[0].metric not in ["mean", *getattr(cfg.fitness, "tasks", [])]:
         return f"objective {cfg.objectives[0].metric!r} is not a task's score or their mean"
     worker, fitness = fitness_config(cfg)
     if not worker.partial_split(fitness):
@@ -69,7 +69,6 @@ def score_finalists(ctx: "SearchContext") -> Optional[dict[str, Any]]:
     """Re-score the run's top candidates on fresh items (once per settings); returns what was saved."""
     from evomerge.fitness.online.request import FitnessRequest
     from evomerge.recipe import recipe_from_dict
-    from evomerge.run.report import RunReport
 
     why = applies(ctx)
     if why:
@@ -77,7 +76,7 @@ def score_finalists(ctx: "SearchContext") -> Optional[dict[str, Any]]:
         return None
     report = RunReport(ctx.run_dir, ctx.cfg, ctx.ledger.records(), 0)
     metric = ctx.cfg.objectives[0].metric
-    task_names = list(ctx.cfg.fitness["tasks"])  # a task with no fresh item left keeps its told value
+    task_names = list(ctx.cfg.fitness.tasks)  # a task with no fresh item left keeps its told value
     top = report.finalist_candidates(ctx.cfg.finalists.top)
     if len(top) < 2:
         return None
@@ -108,22 +107,5 @@ def score_finalists(ctx: "SearchContext") -> Optional[dict[str, Any]]:
         rows[str(eid)] = {"status": "ok", "told": told, "fresh": fresh, "fresh_items": n_fresh,
                           "metrics": values, "value": values[metric], "item_results": res.item_results}
     out = {"settings": want, "metric": metric, "finalists": rows}
-    atomic_write(Path(ctx.run_dir) / FILE, json.dumps(out, indent=1, sort_keys=True))
+    atomic_write(Path(ctx.run_dir) / FINALISTS_FILE, json.dumps(out, indent=1, sort_keys=True))
     return out
-
-
-def load_finalists(run_dir: str | Path) -> Optional[dict[str, Any]]:
-    """``RUN_DIR/finalists.json`` if present and well-formed (else None: the step is redone on resume)."""
-    path = Path(run_dir) / FILE
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-        rows = data["finalists"]
-        for row in rows.values():
-            if row["status"] == "ok" and not isinstance(row["value"], (int, float)):
-                raise TypeError("value")
-        return data if isinstance(data["settings"], dict) else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        log.warning("ignoring %s: %s", path, exc)
-        return None

@@ -15,95 +15,20 @@ state) are the truth; a resumed run evaluates nothing twice and loses nothing.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from evomerge.errors import ConfigError, EvomergeError
-from evomerge.execution.base import EXECUTORS, CandidateResult, Executor, WorkerSpec
-from evomerge.fsutil import atomic_write, remove_stale_temps
-from evomerge.run.checkpoint import load_latest_checkpoint, save_checkpoint
+from evomerge.errors import EvomergeError
+from evomerge.run.checkpoint import load_latest_checkpoint
 from evomerge.run.config import RunConfig, fitness_config, resolve_schedule, run_config_from_dict
+from evomerge.run.context import CHECKPOINT_VERSION, Progress, SearchContext
 from evomerge.run.ledger import Ledger
 from evomerge.run.preflight import preflight
-from evomerge.yaml_io import parse_yaml
+from evomerge.run.run_dir import default_run_dir, identity, load_run_dir_config, pin_hub_models, prepare_run_dir, sha
 
 log = logging.getLogger(__name__)
-Progress = Callable[[dict[str, Any]], None]
-CHECKPOINT_VERSION = 2
-
-
-RUN_ROOT = Path("runs")
-
-
-def default_run_dir(cfg: RunConfig) -> Path:
-    """``cfg.run_dir`` (a relative path inside the working folder, checked by RunConfig), else RUN_ROOT/NAME."""
-    return Path(cfg.run_dir) if cfg.run_dir else RUN_ROOT / cfg.name
-
-
-def _identity(cfg: RunConfig) -> dict[str, Any]:
-    """The parts of a config that define *which* run it is (budget, run_dir, the executor and the finalists
-    may change on resume: a run can go on with more workers or on a cluster)."""
-    d = cfg.model_dump(mode="json")
-    for key in ("budget", "run_dir", "description", "executor", "finalists"):
-        d.pop(key, None)
-    return d
-
-
-def _sha(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def load_run_dir_config(run_dir: Path) -> RunConfig:
-    path = Path(run_dir) / "config.yaml"
-    if not path.exists():
-        raise EvomergeError(f"{run_dir} is not a run directory (no config.yaml)")
-    return run_config_from_dict(parse_yaml(path.read_text(), f"run config YAML {path}"))
-
-
-def identity_diff(cfg: RunConfig, run_dir: Path) -> list[str]:
-    """Top-level keys in which ``cfg`` names another run than the one ``run_dir`` holds ([] = the same run)."""
-    a, b = _identity(load_run_dir_config(run_dir)), _identity(cfg)
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-
-
-def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
-    """Create the run dir with the resolved config, or check an existing one holds this same run; removes
-    temporary files an interrupted write left behind."""
-    path = run_dir / "config.yaml"
-    if path.exists():
-        diff = identity_diff(cfg, run_dir)
-        if diff:
-            raise ConfigError(f"run dir {run_dir} already holds a different run (differs in: {', '.join(diff)}); "
-                              "pick another --run-dir or use 'evomerge resume'")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(run_dir)
-    atomic_write(path, cfg.to_yaml())
-
-
-def pin_hub_models(cfg: RunConfig, run_dir: Path) -> RunConfig:
-    """``cfg`` with every hub model pinned to a commit: the one ``run_dir`` already holds for it (a run
-    continued), else the one its revision names now. The pinned config is what the run folder keeps."""
-    from evomerge.models.hub import HubRef, pin, pin_all, pinned_refs
-
-    data = cfg.model_dump(mode="json")
-    held: dict[str, str] = {}
-    if (run_dir / "config.yaml").is_file():
-        try:
-            held = pinned_refs(load_run_dir_config(run_dir).model_dump(mode="json"))
-        except EvomergeError:
-            pass  # preflight names what is wrong with the run dir
-
-    def resolve(ref: str) -> str:
-        h = HubRef.parse(ref)
-        return held[h.repo_id] if h is not None and not h.pinned and h.repo_id in held else pin(ref)
-
-    pinned = pin_all(data, resolve)
-    return cfg if pinned == data else run_config_from_dict(pinned)
 
 
 def run_search(cfg: RunConfig, run_dir: Optional[Path] = None, progress: Optional[Progress] = None) -> Path:
@@ -128,92 +53,6 @@ def resume(run_dir: Path, progress: Optional[Progress] = None, budget: Optional[
     prepare_run_dir(cfg, run_dir)
     _search(cfg, run_dir, space, optimizer, progress)
     return run_dir
-
-
-def _values(cfg: RunConfig, res: CandidateResult) -> tuple[list[float], CandidateResult]:
-    if res.status == "ok":
-        missing = [o.metric for o in cfg.objectives if o.metric not in res.objectives]
-        if not missing:
-            return [float(res.objectives[o.metric]) for o in cfg.objectives], res
-        res = CandidateResult.failed(f"worker did not report metric(s) {', '.join(missing)}", res.timings)
-    return [o.penalty_value() for o in cfg.objectives], res
-
-
-@dataclass
-class SearchContext:
-    """What a schedule needs: the run's config, space, optimizer, ledger, checkpoint state and executor."""
-
-    cfg: RunConfig
-    run_dir: Path
-    space: Any
-    optimizer: Any
-    ledger: Ledger
-    progress: Optional[Progress]
-    schedule: str
-    state: dict[str, Any] = field(default_factory=dict)  # the latest checkpoint's state ({} on a fresh run)
-    config_sha: str = ""
-    t_start: float = 0.0
-    # what names each candidate's items when the driver chooses them (each hands a candidate a FitnessRequest):
-    # OnlineFitness for the online item bank (run/online.py), GenerationSamples for resample: generation
-    # (run/resample.py); None when the worker picks its own items
-    item_requests: Any = None
-    _executor: Optional[Executor] = None
-
-    @property
-    def executor(self) -> Executor:
-        """Started on first use, so a finished run resumes without loading any model."""
-        if self._executor is None:
-            spec = worker_spec(self.cfg, self.space, self.run_dir)
-            self._executor = EXECUTORS.get(self.cfg.executor.name)(spec, run_dir=self.run_dir,
-                                                                   **self.cfg.executor.options)
-        return self._executor
-
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.close()
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.t_start
-
-    def emit(self, event: str, **data: Any) -> None:
-        if self.progress:
-            self.progress({"event": event, **data})
-
-    def append(self, gen: int, index: int, point, recipe, res: CandidateResult,
-               **extra: Any) -> dict[str, Any]:
-        """Record one evaluated (or failed) candidate in the ledger; returns the record."""
-        values, res = _values(self.cfg, res)
-        origin = self.optimizer.origin(point)  # warm-start points say where they come from
-        if origin is not None:
-            extra.setdefault("origin", origin)
-        rec = {
-            "eval_id": len(self.ledger), "gen": gen, "index": index, "point": point,
-            "recipe": recipe.model_dump(mode="json") if recipe is not None else None,
-            "status": res.status, "reason": res.reason, "values": values, "metrics": res.objectives,
-            "item_results": res.item_results, "timings": res.timings, "time": time.time(), **extra,
-        }
-        if res.fidelity:  # online bank: items answered, std error, racing level (run/online.py)
-            rec["fidelity"] = res.fidelity
-        rec = self.ledger.append(rec)
-        self.emit("candidate", gen=gen, record=rec, n_evals=len(self.ledger))
-        return rec
-
-    def task(self, key, recipe, n_fit: int, n_rank: Optional[int] = None) -> tuple:
-        """An executor task for one candidate: ``(key, recipe)``, plus its items' request (the online bank fitted
-        on the first ``n_fit`` ledger records, racing against the first ``n_rank``; or the sample of the
-        generation after ``n_fit`` records) when the driver chooses the items."""
-        if self.item_requests is None:
-            return key, recipe
-        return key, recipe, self.item_requests.request(n_fit, n_fit if n_rank is None else n_rank)
-
-    def checkpoint(self, gen: int, step: Optional[int] = None, **extra: Any) -> None:
-        """Save the optimizer (as it is now, having seen the whole ledger) and schedule-specific state as
-        checkpoint number ``step`` (default ``gen``; the newest step wins on resume)."""
-        save_checkpoint(self.run_dir / "checkpoints", gen if step is None else step, {
-            "version": CHECKPOINT_VERSION, "config_sha": self.config_sha, "schedule": self.schedule, "gen": gen,
-            "optimizer": self.optimizer.state_dict(), "n_records": len(self.ledger), "elapsed_s": self.elapsed(),
-            **extra})
-        self.emit("checkpoint", gen=gen, n_evals=len(self.ledger))
 
 
 def check_state(state: dict, run_dir: Path) -> None:
@@ -243,7 +82,7 @@ def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[
 
     schedule = resolve_schedule(cfg, optimizer)
     ctx = SearchContext(cfg, run_dir, space, optimizer, Ledger(run_dir / "ledger.jsonl"), progress, schedule,
-                        config_sha=_sha(_identity(cfg)))
+                        config_sha=sha(identity(cfg)))
     ckpt = load_latest_checkpoint(run_dir / "checkpoints")
     if ckpt is not None:
         state = ckpt[1]
@@ -299,6 +138,3 @@ def _start_item_requests(ctx: SearchContext) -> None:
         ctx.item_requests.prepare()
 
 
-def worker_spec(cfg: RunConfig, space, run_dir: Path) -> WorkerSpec:
-    return WorkerSpec(fitness=cfg.fitness, sources=space.sources(), base=cfg.base, seed=cfg.seed,
-                      run_dir=str(run_dir), space=cfg.space, models=cfg.models)

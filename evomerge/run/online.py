@@ -1,6 +1,6 @@
 """Run-loop side of the online item bank: seed it once, hand each candidate a FitnessRequest, keep the bank.
 
-Used by both schedules through :class:`~evomerge.run.loop.SearchContext` (``ctx.task``). The request for a
+Used by both schedules through :class:`~evomerge.run.context.SearchContext` (``ctx.task``). The request for a
 candidate depends only on the ledger prefix the schedule names (generational: the records of the finished
 generations; steady state: the records at the last refit point for the bank, all records told so far for
 the racing threshold), so a resumed run hands the same candidate the same request.
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Optional
 from evomerge.errors import EvomergeError
 
 if TYPE_CHECKING:
-    from evomerge.run.loop import SearchContext
+    from evomerge.run.context import SearchContext
 
 log = logging.getLogger(__name__)
 

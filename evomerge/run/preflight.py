@@ -11,7 +11,7 @@ failure with one ``EvomergeError`` line:
 5. every model folder: ``config.json`` parses, safetensors headers parse, architectures / names / shapes agree;
 6. the evaluation engine (``fitness.backend``): installed, in the tested version range, and able to serve the
    job's lead model and recipes;
-7. the memory plan (``evomerge.plan.plan_job``): a job whose worker cannot fit on this node is refused.
+7. the memory plan (``execution.memory_plan.plan_job``): a job whose worker cannot fit on this node is refused.
 
 Nothing is written; ``run_search`` / ``resume`` write the run directory only after it passes, so a failed
 preflight leaves no trace and the corrected config runs. ``evomerge check CONFIG`` runs it alone, and other
@@ -23,16 +23,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from evomerge.errors import ConfigError, EvomergeError
-from evomerge.run.config import RunConfig, validate_run
+from evomerge.machine import visible_gpus
+from evomerge.run.config import RunConfig
+from evomerge.run.validate import validate_run
+
+if TYPE_CHECKING:
+    from evomerge.fitness.config import FitnessConfig
 
 log = logging.getLogger(__name__)
 #: how long preflight waits for a Ray address to answer (the run itself uses ``connect_timeout_s``)
@@ -72,7 +75,7 @@ def _preflight(cfg: RunConfig, run_dir: Optional[Path], resuming: bool) -> Prefl
         check_run_dir(cfg, rep.run_dir, resuming=resuming)
         rep.checks.append(f"run dir: {rep.run_dir}")
     rep.checks.append(check_executor(cfg))
-    if cfg.fitness.get("kind") == "lm_eval":
+    if cfg.fitness.kind == "lm_eval":
         rep.checks.append(check_tasks(cfg.fitness))
     if getattr(worker_cls, "needs_models", True):
         from evomerge.spaces.dataflow import DataFlowSpace
@@ -93,12 +96,12 @@ def _preflight(cfg: RunConfig, run_dir: Optional[Path], resuming: bool) -> Prefl
 
             if line := hub_line(refs):
                 rep.checks.append(line)
-        if cfg.fitness.get("kind", "lm_eval") == "lm_eval":
+        if cfg.fitness.kind == "lm_eval":
             line = check_engine(cfg.fitness, space, refs, lead)
             if line:
                 rep.checks.append(line)
         if not pending:  # the memory plan (evomerge plan): a job that cannot fit on this node stops here
-            from evomerge.plan import plan_job
+            from evomerge.execution.memory_plan import plan_job
 
             plan = plan_job(cfg, vocab=space.vocab())
             rep.checks.append(f"memory: {plan.lines[-1]}; workers that fit on this node: {plan.workers}")
@@ -110,7 +113,7 @@ def _preflight(cfg: RunConfig, run_dir: Optional[Path], resuming: bool) -> Prefl
 
 def check_run_dir(cfg: RunConfig, run_dir: Path, resuming: bool = False) -> None:
     """The run dir can be created, and (unless resuming it) does not hold a different run."""
-    from evomerge.run.loop import identity_diff
+    from evomerge.run.run_dir import identity_diff
 
     if run_dir.exists() and not run_dir.is_dir():
         raise EvomergeError(f"run dir {run_dir} exists and is not a folder")
@@ -128,21 +131,6 @@ def check_run_dir(cfg: RunConfig, run_dir: Path, resuming: bool = False) -> None
 
 
 # ---- executor -----------------------------------------------------------------------------------------------
-
-def visible_gpus() -> int:
-    """GPUs this process could use (CUDA_VISIBLE_DEVICES, else ``nvidia-smi -L``), without importing torch."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return len([d for d in env.split(",") if d.strip() and d.strip() != "-1"])
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return 0
-    try:
-        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(line.startswith("GPU ") for line in out.splitlines())
-
 
 def check_executor(cfg: RunConfig) -> str:
     if cfg.executor.name != "ray":
@@ -169,15 +157,15 @@ def check_executor(cfg: RunConfig) -> str:
 
 # ---- fitness tasks ------------------------------------------------------------------------------------------
 
-def check_tasks(fitness: dict[str, Any]) -> str:
+def check_tasks(fitness: "FitnessConfig") -> str:
     """Include paths resolve to folders and every task / test task is defined in them or in lm-eval's index."""
     from evomerge.fitness.task_index import include_paths, local_task_names
 
-    paths = include_paths(fitness.get("include_path") or [])
+    paths = include_paths(fitness.include_path)
     for p in paths:
         if not Path(p).is_dir():
             raise EvomergeError(f"fitness include_path {p} is not a folder")
-    wanted = list(dict.fromkeys(list(fitness.get("tasks") or []) + list(fitness.get("test_tasks") or [])))
+    wanted = list(dict.fromkeys(list(fitness.tasks) + list(fitness.test_tasks or [])))
     # the local folders first, read without lm-eval (importing it takes a second, its default index seconds)
     known: set[str] = local_task_names(paths) if paths else set()
     where = "the include path"
@@ -199,13 +187,11 @@ def check_tasks(fitness: dict[str, Any]) -> str:
     return f"tasks: {len(wanted)} found in {where}"
 
 
-def check_local_metrics(fitness: dict[str, Any], paths: list[str]) -> None:
+def check_local_metrics(cfg: "FitnessConfig", paths: list[str]) -> None:
     """The per-item metrics against the task YAMLs found locally (lm-eval's own tasks: when built)."""
-    from evomerge.fitness.config import FitnessConfig
     from evomerge.fitness.evaluator import check_task_metric
     from evomerge.fitness.task_index import local_task_configs
 
-    cfg = FitnessConfig.model_validate(fitness)
     if cfg.metric is None and cfg.test_metric is None:  # each task's own first metric: nothing to check
         return
     configs = local_task_configs(paths)
@@ -236,13 +222,11 @@ def check_space_layers(space, lead: str) -> None:
 
 # ---- evaluation engine --------------------------------------------------------------------------------------
 
-def check_engine(fitness: dict[str, Any], space, refs: list[str], lead: str) -> Optional[str]:
+def check_engine(fitness: "FitnessConfig", space, refs: list[str], lead: str) -> Optional[str]:
     """What the backend cannot serve, in one line (``refs``: the model folders on this machine)."""
     from evomerge.engines import ENGINES
-    from evomerge.fitness.config import FitnessConfig
 
-    cfg = FitnessConfig.model_validate(fitness)
-    return ENGINES.get(cfg.backend).check(cfg, space, refs, lead)
+    return ENGINES.get(fitness.backend).check(fitness, space, refs, lead)
 
 
 # ---- models -------------------------------------------------------------------------------------------------

@@ -24,18 +24,12 @@ from typing import TYPE_CHECKING, Any, Optional
 from evomerge.errors import EvomergeError
 from evomerge.execution.base import CandidateResult
 from evomerge.run.ledger import same_point
+from evomerge.run.report import RECOMMENDED, is_recommendation
 
 if TYPE_CHECKING:
-    from evomerge.run.loop import SearchContext
+    from evomerge.run.context import SearchContext
 
 log = logging.getLogger(__name__)
-RECOMMENDED = "recommended"
-
-
-def is_recommendation(record: dict[str, Any]) -> bool:
-    return record.get("origin") == RECOMMENDED
-
-
 def evaluate_recommendation(ctx: "SearchContext", gen: int) -> Optional[dict[str, Any]]:
     """Evaluate and record the optimizer's recommendation (once); returns its ledger record, or None."""
     from evomerge.run.finalists import applies

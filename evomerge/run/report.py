@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -12,8 +13,13 @@ import numpy as np
 from evomerge.run.checkpoint import load_latest_checkpoint
 from evomerge.run.config import RunConfig
 from evomerge.run.ledger import Ledger
-from evomerge.run.loop import load_run_dir_config
 from evomerge.run.pareto import hypervolume, pareto_front
+from evomerge.run.run_dir import load_run_dir_config
+
+log = logging.getLogger(__name__)
+#: ledger origin of the optimizer's recommendation; the finalists' scores (``run/finalists.py``) in the run dir
+RECOMMENDED = "recommended"
+FINALISTS_FILE = "finalists.json"
 
 
 @dataclass
@@ -64,7 +70,6 @@ class RunReport:
     def finalist_candidates(self, top: int, ranked: Optional[list[dict[str, Any]]] = None) -> list[dict[str, Any]]:
         """What the finalists step scores: the ``top`` best told values, then the optimizer's recommendation (the
         ledger's last record when it is one, ``run/recommend.py``) if it is not among them."""
-        from evomerge.run.recommend import is_recommendation
 
         out = list((self.ranked() if ranked is None else ranked)[:top])
         last = self.records[-1] if self.records else None
@@ -75,7 +80,6 @@ class RunReport:
     def finalists(self, ranked: Optional[list[dict[str, Any]]] = None) -> dict[int, dict[str, Any]]:
         """Scored finalists by eval_id ({} when none, or when the ledger's top has changed since);
         ``ranked``: ``self.ranked()`` if the caller has it already."""
-        from evomerge.run.finalists import load_finalists
 
         data = load_finalists(self.run_dir)
         if data is None:
@@ -144,3 +148,25 @@ class RunReport:
         if not path.exists():
             return {}
         return {int(k): v for k, v in json.loads(path.read_text()).items()}
+
+
+def is_recommendation(record: dict[str, Any]) -> bool:
+    """The ledger record of the optimizer's recommendation (``run/recommend.py``)."""
+    return record.get("origin") == RECOMMENDED
+
+
+def load_finalists(run_dir: str | Path) -> Optional[dict[str, Any]]:
+    """``RUN_DIR/finalists.json`` if present and well-formed (else None: the step is redone on resume)."""
+    path = Path(run_dir) / FINALISTS_FILE
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        rows = data["finalists"]
+        for row in rows.values():
+            if row["status"] == "ok" and not isinstance(row["value"], (int, float)):
+                raise TypeError("value")
+        return data if isinstance(data["settings"], dict) else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("ignoring %s: %s", path, exc)
+        return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
-    from evomerge.run.loop import SearchContext
+    from evomerge.run.context import SearchContext
 
 
 class GenerationSamples:

@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.recipe import _one_line
 from evomerge.run.config import RunConfig, check_name, check_relative_dir, read_experiment, run_config_from_dict
-from evomerge.run.loop import Progress, run_search
+from evomerge.run.context import Progress
+from evomerge.run.loop import run_search
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from evomerge.errors import EvomergeError
 from evomerge.execution.base import CandidateResult
 from evomerge.run.config import RunConfig
 from evomerge.run.ledger import same_point
-from evomerge.run.recommend import is_recommendation
+from evomerge.run.report import is_recommendation
 
 if TYPE_CHECKING:
-    from evomerge.run.loop import SearchContext
+    from evomerge.run.context import SearchContext
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.models.hub import display_name
 from evomerge.recipe import MergeRecipe, _one_line
-from evomerge.recipe_dataflow import DEFAULT_MAX_DEPTH, DataFlowRecipe, PathStep
+from evomerge.recipe.dataflow import DEFAULT_MAX_DEPTH, DataFlowRecipe, PathStep
 from evomerge.spaces.base import Point, SearchSpace
 from evomerge.spaces.params import BoolParam, FloatParam, Param
 from evomerge.spaces.registry import SEARCH_SPACES
@@ -49,8 +49,8 @@ class _Strict(BaseModel):
 
 
 class ScaleBounds(_Strict):
-    low: float = Field(default=0.5, gt=0)
-    high: float = Field(default=2.0, gt=0)
+    low: float = Field(default=0.5, gt=0, description="smallest scale of the residual stream entering a layer")
+    high: float = Field(default=2.0, gt=0, description="largest scale")
 
     @model_validator(mode="after")
     def _order(self):
@@ -62,24 +62,28 @@ class ScaleBounds(_Strict):
 
 
 class PinnedLayer(_Strict):
-    model: str
-    layer: int  # negative counts from the end
+    model: str = Field(description="the model the layer is taken from")
+    layer: int = Field(description="its index (negative counts from the end)")
 
 
 class DataFlowSpaceConfig(_Strict):
-    kind: str = "dataflow"
-    description: str = ""
-    models: dict[str, Union[str, MergeRecipe]]
-    num_layers: Optional[dict[str, int]] = None  # per model; read from config.json when absent
-    repeats: int = Field(default=2, ge=1)
-    scaling: Literal["none", "input", "factored", "full"] = "factored"
-    scale: ScaleBounds = ScaleBounds()
-    first: Optional[PinnedLayer] = None
-    last: Optional[PinnedLayer] = None
-    max_depth: Optional[int] = Field(default=None, ge=1)
-    embed: Optional[str] = None
-    head: Optional[str] = None
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    kind: str = Field("dataflow", description="dataflow: which layers of which models the token stream runs through")
+    description: str = Field("", description="free text")
+    models: dict[str, Union[str, MergeRecipe]] = Field(description="name -> model reference, or a parameter-space "
+                                                                   "recipe (PS+DFS)")
+    num_layers: Optional[dict[str, int]] = Field(None, description="layers per model (None: read from config.json)")
+    repeats: int = Field(default=2, ge=1, description="how many times each layer may appear in a path")
+    scaling: Literal["none", "input", "factored", "full"] = Field("factored",
+                                                                  description="scale parametrisation: none, input, "
+                                                                              "factored, full")
+    scale: ScaleBounds = Field(ScaleBounds(), description="bounds of the scales")
+    first: Optional[PinnedLayer] = Field(None, description="a layer pinned at the start of every path")
+    last: Optional[PinnedLayer] = Field(None, description="a layer pinned at the end of every path")
+    max_depth: Optional[int] = Field(default=None, ge=1, description="most layers in a path (None: every slot)")
+    embed: Optional[str] = Field(None, description="model whose embeddings the path uses (default: the first)")
+    head: Optional[str] = Field(None,
+                                description="model whose final norm and lm_head the path uses (default: the first)")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="the recipes' dtype")
 
 
 @SEARCH_SPACES.register("dataflow")
@@ -149,6 +153,10 @@ class DataFlowSpace(SearchSpace):
     def layer_id(layer: tuple[str, int]) -> str:
         return f"{layer[0]}.L{layer[1]}"
 
+    def source_id(self, layer: Optional[tuple[str, int]]) -> str:
+        """The id of what feeds a layer: another layer, or (None) the embedding."""
+        return EMBED if layer is None else self.layer_id(layer)
+
     def _build_params(self) -> list[Param]:
         default_model = next(iter(self.cfg.models))
         params: list[Param] = [
@@ -185,7 +193,7 @@ class DataFlowSpace(SearchSpace):
 
     def scale_between(self, point: Point, src: Optional[tuple[str, int]], dst: tuple[str, int]) -> float:
         """W[src, dst] for a point (``src`` None: the embedding)."""
-        i, j = EMBED if src is None else self.layer_id(src), self.layer_id(dst)
+        i, j = self.source_id(src), self.layer_id(dst)
         mode = self.cfg.scaling
         if mode == "input":
             return float(point[f"in.{j}"])

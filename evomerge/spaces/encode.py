@@ -19,13 +19,9 @@ one of its models): the path straight through that model's layers, when it also 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
-from evomerge.spaces.base import Point
-
-if TYPE_CHECKING:
-    from evomerge.spaces.dataflow import DataFlowSpace
-    from evomerge.spaces.parameter import ParameterSpace
+from evomerge.spaces.base import Point, SearchSpace
 
 _REL = 1e-12  # relative tolerance of the probe comparison (the lambda fold rounds)
 
@@ -41,7 +37,7 @@ def _deterministic(cls) -> bool:
     return getattr(cls, "sparsifier", None) in (None, "magnitude", "outliers")
 
 
-def _probes(space: "ParameterSpace", recipe) -> list[tuple[str, Optional[int], Optional[str]]]:
+def _probes(space: SearchSpace, recipe) -> list[tuple[str, Optional[int], Optional[str]]]:
     """(tensor name, layer, slot) probes; slot: the space's group tag, or None for the model-level params."""
     n = max([0] + [g[0][1] for g in space.groups if g[0] is not None]
             + [ov.layers[1] for ov in recipe.overrides if ov.layers is not None]) or 1
@@ -75,7 +71,7 @@ def _close(a: Any, b: Any) -> bool:
     return math.isclose(float(a), float(b), rel_tol=_REL, abs_tol=_REL)
 
 
-def encode_parameter(space: "ParameterSpace", recipe) -> Optional[Point]:
+def encode_parameter(space: SearchSpace, recipe) -> Optional[Point]:
     from evomerge.recipe import MergeRecipe
 
     cfg = space.cfg
@@ -175,10 +171,9 @@ def _same_source(a: Any, b: Any) -> bool:
     return dump(a) == dump(b)
 
 
-def encode_dataflow(space: "DataFlowSpace", recipe) -> Optional[Point]:
+def encode_dataflow(space: SearchSpace, recipe) -> Optional[Point]:
     from evomerge.recipe import MergeRecipe
-    from evomerge.recipe_dataflow import DataFlowRecipe, PathStep
-    from evomerge.spaces.dataflow import EMBED
+    from evomerge.recipe.dataflow import DataFlowRecipe, PathStep
 
     cfg = space.cfg
     if isinstance(recipe, (str, MergeRecipe)):  # a source of the space: the path straight through it
@@ -212,7 +207,7 @@ def encode_dataflow(space: "DataFlowSpace", recipe) -> Optional[Point]:
     prev = None
     for step, layer in zip(steps, layers):
         j = space.layer_id(layer)
-        key = {"input": f"in.{j}", "full": f"w.{EMBED if prev is None else space.layer_id(prev)}>{j}"}.get(
+        key = {"input": f"in.{j}", "full": f"w.{space.source_id(prev)}>{j}"}.get(
             cfg.scaling)
         if key is None:  # none / factored: only the unscaled path (every factor 1) is encoded
             if not _close(step.scale, 1.0):

@@ -37,10 +37,12 @@ SEARCHABLE = ("weight", "density")
 
 
 class Bounds(BaseModel):
+    """The interval a searched parameter takes."""
+
     model_config = ConfigDict(extra="forbid")
-    low: float
-    high: float
-    default: Optional[float] = None
+    low: float = Field(description="lowest value")
+    high: float = Field(description="highest value")
+    default: Optional[float] = Field(None, description="the space's default point (None: the middle)")
 
 
 class ParameterSpaceConfig(BaseModel):
@@ -48,21 +50,32 @@ class ParameterSpaceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: str = "parameter"
-    description: str = ""
-    method: Union[str, list[str]]
-    base: Optional[str] = None
-    models: list[str] = Field(default_factory=list)
-    num_layers: Optional[int] = Field(default=None, ge=1)
+    kind: str = Field("parameter", description="parameter: merge-method parameters per model, layer group and module")
+    description: str = Field("", description="free text")
+    method: Union[str, list[str]] = Field(description="merge method, or a list of them (the method becomes a searched "
+                                                      "choice)")
+    base: Optional[str] = Field(None, description="base model (usually from the job's base)")
+    models: list[str] = Field(default_factory=list, description="models (usually from the job's models)")
+    num_layers: Optional[int] = Field(default=None, ge=1,
+                                      description="decoder layers of the models (None: read from config.json)")
     granularity: Optional[int] = Field(default=None, ge=1, description="layers per group; null: one group")
-    modules: Optional[list[list[str]]] = None
-    weight: Bounds = Bounds(low=0.0, high=1.0)
-    density: Bounds = Bounds(low=0.1, high=1.0)
-    fixed: dict[str, ParamValue] = Field(default_factory=dict)
-    extra: list[dict[str, Any]] = Field(default_factory=list)
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    seed: int = 0
-    vocab: Literal["base", "union"] = "base"  # vocabularies that differ: the recipes' rule (evomerge.models.vocab)
+    modules: Optional[list[list[str]]] = Field(None,
+                                               description="module groups searched separately: lists of tensor-name "
+                                                           "filters")
+    weight: Bounds = Field(Bounds(low=0.0, high=1.0), description="bounds of each model's weight")
+    density: Bounds = Field(Bounds(low=0.1, high=1.0),
+                            description="bounds of each model's density (TIES, DARE, breadcrumbs, DELLA)")
+    fixed: dict[str, ParamValue] = Field(default_factory=dict,
+                                         description="method parameters held at a value instead of searched")
+    extra: list[dict[str, Any]] = Field(default_factory=list,
+                                        description="further searched parameters (name, bounds, scope)")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32",
+                                                             description="the recipes' dtype (the export's, and the "
+                                                                         "live model's by default)")
+    seed: int = Field(0, description="the recipes' seed (stochastic methods)")
+    vocab: Literal["base", "union"] = Field("base",
+                                            description="vocabularies that differ: the base's rows, or the union of "
+                                                        "all")
 
     @field_validator("method")
     @classmethod

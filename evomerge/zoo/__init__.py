@@ -6,7 +6,7 @@ built deterministically from a seed and cached by settings hash.
 
 from evomerge.zoo.skills import SKILLS, Skill, get_skill
 
-_SETTINGS = ("VARIANTS", "ZooSettings", "ensure_zoo", "read_manifest", "zoo_path")
+_SETTINGS = ("VARIANTS", "ZooSettings", "read_manifest", "zoo_path")
 
 
 def __getattr__(name: str):
@@ -16,6 +16,10 @@ def __getattr__(name: str):
         from evomerge.zoo import settings
 
         return getattr(settings, name)
+    if name == "ensure_zoo":
+        from evomerge.zoo import ensure
+
+        return ensure.ensure_zoo
     if name == "build_zoo":
         from evomerge.zoo import build
 

@@ -1,7 +1,7 @@
 """Build the zoo (base + one expert per skill) deterministically from a seed (torch, transformers).
 
-The settings, the cache layout and ``ensure_zoo`` live in :mod:`evomerge.zoo.settings`, which imports neither:
-checking a ``zoo://`` reference must not wait for torch."""
+The settings and the cache layout live in :mod:`evomerge.zoo.settings`, ``ensure_zoo`` in :mod:`evomerge.zoo.ensure`;
+neither imports this module at load: checking a ``zoo://`` reference must not wait for torch."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from evomerge.zoo.data import heldout_prompts
 from evomerge.zoo.skills import get_skill
 from evomerge.zoo.tokenizer import build_tokenizer, save_tokenizer
 from evomerge.zoo.settings import (  # noqa: F401 (the light half, re-exported)
-    DEFAULT_SKILLS, FORMAT_VERSION, MANIFEST, VARIANTS, ZooSettings, ensure_zoo, read_manifest, settings_hash,
+    DEFAULT_SKILLS, FORMAT_VERSION, MANIFEST, VARIANTS, ZooSettings, read_manifest, settings_hash,
     unbuilt_zoo, variant_settings, zoo_path)
 from evomerge.zoo.train import HardCalibration, make_model, sample_batches, train
 

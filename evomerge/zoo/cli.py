@@ -42,7 +42,8 @@ def build_cmd(out_dir: Path | None, variant: str, seed: int, skills: str | None,
     if out_dir is None and skill_list is not None:
         raise EvomergeError("--skills needs an explicit OUT_DIR (the cache holds the standard variants)")
     _quiet_hf()
-    from evomerge.zoo.build import build_zoo, ensure_zoo
+    from evomerge.zoo.build import build_zoo
+    from evomerge.zoo.ensure import ensure_zoo
 
     if out_dir is None:
         path = ensure_zoo(variant, seed=seed, progress=True)
@@ -74,7 +75,7 @@ def report_cmd(zoo_dir: Path | None, variant: str, seed: int, split: str, limit:
             raise EvomergeError(f"{zoo_dir} is not a built zoo (no readable zoo.json); "
                                 f"run `evomerge zoo build {zoo_dir}`") from None
     _quiet_hf()
-    from evomerge.zoo.settings import ensure_zoo
+    from evomerge.zoo.ensure import ensure_zoo
     from evomerge.zoo.report import acceptance, render_table, zoo_report
 
     if zoo_dir is None:

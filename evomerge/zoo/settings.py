@@ -1,6 +1,5 @@
-"""The zoo's settings and its cache (variants, settings hash, manifest, ``zoo_path`` / ``unbuilt_zoo`` /
-``ensure_zoo``), without torch or transformers: the training code (:mod:`evomerge.zoo.build`) is imported only
-when a zoo has to be built."""
+"""The zoo's settings and its cache (variants, settings hash, manifest, ``zoo_path`` / ``unbuilt_zoo``),
+without torch or transformers (building a zoo: :mod:`evomerge.zoo.ensure` and :mod:`evomerge.zoo.build`)."""
 
 from __future__ import annotations
 
@@ -12,7 +11,6 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from evomerge.errors import EvomergeError
-from evomerge.fsutil import file_lock
 from evomerge.resources import home
 from evomerge.zoo.skills import SKILLS, get_skill
 
@@ -171,15 +169,3 @@ def unbuilt_zoo(ref: str) -> str | None:
     path = zoo_path(variant)
     m = read_manifest(path)
     return None if m is not None and m.get("hash") == path.name.rsplit("-", 1)[1] else variant
-
-
-def ensure_zoo(variant: str = "ci", seed: int = 0, progress: bool = False,
-               cache_dir: str | Path | None = None) -> Path:
-    """The folder of a built zoo variant in evomerge's cache, building it on first use."""
-    path = zoo_path(variant, seed, cache_dir)
-    if (m := read_manifest(path)) is not None and m.get("hash") == path.name.rsplit("-", 1)[1]:
-        return path
-    with file_lock(path.parent / f".{path.name}.lock"):  # concurrent test sessions / workers build it once
-        from evomerge.zoo.build import build_zoo  # torch + transformers: only to build
-
-        return build_zoo(path, variant=variant, seed=seed, progress=progress)

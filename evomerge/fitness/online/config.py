@@ -20,10 +20,12 @@ class OnlineBankConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    pool_per_task: int = Field(100, ge=2)
+    pool_per_task: int = Field(100, ge=2,
+                               description="items per task drawn once from the search split (the bank's pool)")
     dim: int = Field(0, ge=0, description="IRT dimensions; 0: one per task (at most 5)")
-    refit_every: int = Field(0, ge=0)
-    start_from: Optional[str] = None
+    refit_every: int = Field(0, ge=0,
+                             description="steady state: refit the bank every this many results (0: the population)")
+    start_from: Optional[str] = Field(None, description="a kept bank folder whose items and rows seed this one")
     max_rows: int = Field(400, ge=8, description="most recent candidate rows kept in a refit (seed rows always)")
 
 
@@ -44,10 +46,11 @@ class FidelityConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    levels: list[int] = Field(default_factory=lambda: [8, 20, 40])
-    top_k: int = Field(3, ge=1)
-    z: float = Field(1.0, ge=0)
-    full_pool: bool = True
+    levels: list[int] = Field(default_factory=lambda: [8, 20, 40],
+                              description="cumulative items per task at each racing level")
+    top_k: int = Field(3, ge=1, description="race against the top_k-th best value told so far")
+    z: float = Field(1.0, ge=0, description="a candidate goes on while estimate + z * std_error reaches the threshold")
+    full_pool: bool = Field(True, description="one that passes the last level answers the whole pool (exact score)")
 
     @field_validator("levels")
     @classmethod

@@ -237,15 +237,16 @@ def plan_job(cfg, host_bytes: Optional[int] = None, n_gpus: Optional[int] = None
 
 def _plan_job(cfg, host_bytes: Optional[int], n_gpus: Optional[int], gpu_bytes: Optional[int],
               vocab: Optional[str]) -> Optional[NodePlan]:
-    from evomerge.execution.base import WORKERS
-    from evomerge.merge.sizes import host_available_bytes
+    from evomerge.execution.ray_cluster import parse_options
+    from evomerge.fitness.config import FitnessConfig
+    from evomerge.machine import host_available_bytes
 
     fit = cfg.fitness
-    if not getattr(WORKERS.get(str(fit.get("kind", "lm_eval"))), "needs_models", True):
+    if not isinstance(fit, FitnessConfig):  # a fitness kind that loads no models
         return None
-    device = str(fit.get("device", "auto"))
-    ex_opts = cfg.executor.options if cfg.executor.name == "ray" else {}
-    want_gpus = ex_opts.get("num_gpus", 0)
+    device = fit.device
+    ray_opts = parse_options(cfg.executor.options) if cfg.executor.name == "ray" else None
+    want_gpus = ray_opts.num_gpus if ray_opts else 0
     if n_gpus is None or gpu_bytes is None:
         detected = _gpus()
         n_gpus = detected[0] if n_gpus is None else n_gpus
@@ -263,17 +264,17 @@ def _plan_job(cfg, host_bytes: Optional[int], n_gpus: Optional[int], gpu_bytes: 
         vocab = load_space_config(cfg.space).get("vocab") or "base"
     if vocab == "union":
         facts = union_vocab_facts(facts, cfg.base or cfg.models[0], sources)
-    budget = fit.get("cache_budget", "auto")
+    budget = fit.cache_budget
     if budget == "auto":  # as the merger resolves it: a quarter of the free memory, at most half a model
         from evomerge.merge.sizes import AUTO_CACHE_FLOOR, AUTO_CACHE_SHARE
 
         free = (gpu_bytes or 0) if on_gpu else host_bytes
         budget = int(min(free * AUTO_CACHE_SHARE, max(facts.stored_bytes // 2, AUTO_CACHE_FLOOR)))
-    backend = str(fit.get("backend", "hf"))
-    w = worker_memory(device="cuda" if on_gpu else "cpu", cache_budget=budget, live_dtype=fit.get("dtype"),
-                      batch_size=int(fit.get("batch_size", 64)), facts=facts,
+    backend = fit.backend
+    w = worker_memory(device="cuda" if on_gpu else "cpu", cache_budget=budget, live_dtype=fit.dtype,
+                      batch_size=fit.batch_size, facts=facts,
                       n_models=len([m for m in cfg.models if m != cfg.base]), n_sources=len(sources),
-                      backend=backend, vllm=fit.get("vllm"), gpu_bytes=gpu_bytes or 0)
+                      backend=backend, vllm=fit.vllm, gpu_bytes=gpu_bytes or 0)
     evaluation = "vLLM engine (KV cache, packed weights, reload)" if backend == "vllm" else "activations"
     gb = 1e9
     lines = [f"sources: {len(sources)} x {facts.stored_bytes / gb:.2f} GB ({facts.params / 1e9:.2f}B params, "
@@ -296,7 +297,7 @@ def _plan_job(cfg, host_bytes: Optional[int], n_gpus: Optional[int], gpu_bytes: 
                      f"~{w.eval_bytes / gb:.2f} GB = {w.host_bytes / gb:.2f} GB")
     plan = NodePlan(worker=w, gpus_per_worker=need, workers=workers, host_bytes=host_bytes, gpu_bytes=gpu_bytes or 0,
                     n_gpus=n_gpus, lines=lines)
-    if on_gpu and not n_gpus and not ex_opts.get("address"):
+    if on_gpu and not n_gpus and not (ray_opts and ray_opts.address):
         asked = f"device: {device}" if device.startswith("cuda") else f"num_gpus: {want_gpus:g}"
         raise EvomergeError(f"the job runs on GPUs ({asked}) and this node shows none: run it on a GPU node, plan "
                             "for one with --gpus N --gpu-memory SIZE, or use device: cpu and num_gpus: 0")
@@ -331,7 +332,7 @@ def _hub_download_lines(sources: list[str], model_bytes: int) -> list[str]:
 
 def _gpus() -> tuple[int, int]:
     """(GPU count, memory of the smallest) visible to this process, (0, 0) without CUDA."""
-    from evomerge.run.preflight import visible_gpus
+    from evomerge.machine import visible_gpus
 
     if not visible_gpus():  # no GPU to see: no need to import torch to be told so
         return 0, 0

@@ -36,7 +36,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from evomerge.recipe import MergeRecipe
+from evomerge.recipe.merge import MergeRecipe
 
 DEFAULT_MAX_DEPTH = 128
 

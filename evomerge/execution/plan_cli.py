@@ -18,8 +18,8 @@ from evomerge.cli import cli
 def plan_cmd(config: str, gpus: Optional[int], gpu_memory: Optional[str], host_memory: Optional[str]) -> None:
     """Per worker: host memory, GPU memory, merge scratch and cache; how many workers fit. Refuses (exit 2) a
     job that cannot fit. Reads headers and configs only."""
-    from evomerge.models.export_writer import parse_size
-    from evomerge.plan import plan_job
+    from evomerge.machine import parse_size
+    from evomerge.execution.memory_plan import plan_job
     from evomerge.run.config import load_run_config
 
     cfg = load_run_config(config)

@@ -1,6 +1,6 @@
-"""Recipe: a typed, YAML round-trippable description of one merged model.
+"""Parameter-space recipe (``kind: merge``): merge methods and their parameters over source models.
 
-A parameter-space recipe (``kind: merge``)::
+::
 
     kind: merge
     method: ties
@@ -35,14 +35,11 @@ whole-tensor draw per tensor and source, tensors in name order, sources in recip
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from evomerge.errors import ConfigError
-from evomerge.yaml_io import read_yaml_text_or_file
 
 ParamValue = Union[float, int, bool, str]
 _LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
@@ -59,15 +56,18 @@ class _Strict(BaseModel):
 
 
 class ModelSource(_Strict):
-    model: str
-    params: dict[str, ParamValue] = Field(default_factory=dict)
+    model: str = Field(description="a model reference (HF folder, hub name org/name[@revision], zoo://VARIANT/NAME)")
+    params: dict[str, ParamValue] = Field(default_factory=dict,
+                                          description="this model's method parameters (weight, density, ...)")
 
 
 class Override(_Strict):
-    layers: Optional[tuple[int, int]] = None
-    modules: Optional[list[str]] = None
-    model: Optional[str] = None
-    params: dict[str, ParamValue]
+    layers: Optional[tuple[int, int]] = Field(None,
+                                              description="half-open range of decoder layer indices it applies to "
+                                                          "(None: all, and non-layer tensors)")
+    modules: Optional[list[str]] = Field(None, description="substring filters on tensor names (None: every tensor)")
+    model: Optional[str] = Field(None, description="only this source (None: every source)")
+    params: dict[str, ParamValue] = Field(description="method parameters set where it matches")
 
     @field_validator("layers")
     @classmethod
@@ -94,16 +94,26 @@ class Override(_Strict):
 class MergeRecipe(_Strict):
     """A parameter-space merge of several sources onto a base (see module docstring)."""
 
-    kind: Literal["merge"] = "merge"
-    method: str
-    base: Optional[str] = None
-    models: list[ModelSource]
-    params: dict[str, ParamValue] = Field(default_factory=dict)
-    overrides: list[Override] = Field(default_factory=list)
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    seed: int = Field(0, ge=0, lt=2**63)  # torch's and mergekit's generators take 64-bit seeds
-    vocab: Literal["base", "union"] = "base"  # when the sources' vocabularies differ (evomerge.models.vocab)
-    random_stream: Literal["evomerge", "mergekit"] = "evomerge"
+    kind: Literal["merge"] = Field("merge", description="merge: a merge method over source models")
+    method: str = Field(description="merge method: linear, task_arithmetic, ties, dare_ties, slerp, breadcrumbs, "
+                                    "della, ...")
+    base: Optional[str] = Field(None, description="the base model (methods that take task vectors)")
+    models: list[ModelSource] = Field(description="the source models and their parameters")
+    params: dict[str, ParamValue] = Field(default_factory=dict, description="global method parameters")
+    overrides: list[Override] = Field(default_factory=list,
+                                      description="per layer range / module / model parameters, applied in order (a "
+                                                  "later match wins)")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32",
+                                                             description="the merged model's dtype (the math is "
+                                                                         "float32)")
+    seed: int = Field(0, ge=0, lt=2**63, description="seed of stochastic methods (DARE, DELLA)")
+    vocab: Literal["base", "union"] = Field("base",
+                                            description="vocabularies that differ: the base's rows, or the union of "
+                                                        "all")
+    random_stream: Literal["evomerge", "mergekit"] = Field("evomerge",
+                                                           description="evomerge (counter-seeded, chunkable) or "
+                                                                       "mergekit (masks exactly as mergekit draws "
+                                                                       "them)")
 
     @model_validator(mode="after")
     def _check(self):
@@ -142,48 +152,15 @@ class MergeRecipe(_Strict):
         return out
 
 
-# Other recipe kinds (data-flow) join this union with their own ``kind`` literal.
-Recipe = MergeRecipe
-
-
-def _recipe_types() -> dict[str, type[BaseModel]]:
-    types: dict[str, type[BaseModel]] = {"merge": MergeRecipe}
-    try:  # data-flow recipes live with their space; optional until that module exists
-        from evomerge.recipe_dataflow import DataFlowRecipe  # type: ignore
-
-        types["dataflow"] = DataFlowRecipe
-    except ImportError:
-        pass
-    return types
-
-
-def recipe_from_dict(data: dict[str, Any]):
-    """Validate a dict into the recipe type named by its ``kind`` (default ``merge``)."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"a recipe must be a mapping, got {type(data).__name__}")
-    kind = data.get("kind", "merge")
-    types = _recipe_types()
-    if kind not in types:
-        raise ConfigError(f"unknown recipe kind {kind!r} (known: {', '.join(types)})")
-    try:
-        return types[kind].model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"invalid recipe: {_one_line(exc)}") from None
-
-
-def recipe_from_yaml(text_or_path: str | Path):
-    """Load a recipe from YAML text or a .yaml file path."""
-    return recipe_from_dict(read_yaml_text_or_file(text_or_path, "recipe YAML", "recipe file"))
-
-
 def recipe_to_yaml(recipe: BaseModel) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
 
 
-def _one_line(exc: ValidationError) -> str:
+def _one_line(exc: ValidationError, skip: int = 0) -> str:
+    """A validation error as one line (``skip``: leading location parts to leave out)."""
     parts = []
     for e in exc.errors():
-        loc = ".".join(str(x) for x in e["loc"])
+        loc = ".".join(str(x) for x in e["loc"][skip:])
         msg = e["msg"].removeprefix("Value error, ")  # our own validators' messages stand alone
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)

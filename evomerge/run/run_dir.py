@@ -1,0 +1,82 @@
+"""The run folder's identity: where a run lives, the config it holds (hub models pinned to their commits), and
+whether a config names the run a folder already holds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from evomerge.errors import ConfigError, EvomergeError
+from evomerge.fsutil import atomic_write, remove_stale_temps
+from evomerge.run.config import RunConfig, run_config_from_dict
+from evomerge.yaml_io import parse_yaml
+
+RUN_ROOT = Path("runs")
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    """``cfg.run_dir`` (a relative path inside the working folder, checked by RunConfig), else RUN_ROOT/NAME."""
+    return Path(cfg.run_dir) if cfg.run_dir else RUN_ROOT / cfg.name
+
+
+def identity(cfg: RunConfig) -> dict[str, Any]:
+    """The parts of a config that define *which* run it is (budget, run_dir, the executor and the finalists
+    may change on resume: a run can go on with more workers or on a cluster)."""
+    d = cfg.model_dump(mode="json")
+    for key in ("budget", "run_dir", "description", "executor", "finalists"):
+        d.pop(key, None)
+    return d
+
+
+def sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_run_dir_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise EvomergeError(f"{run_dir} is not a run directory (no config.yaml)")
+    return run_config_from_dict(parse_yaml(path.read_text(), f"run config YAML {path}"))
+
+
+def identity_diff(cfg: RunConfig, run_dir: Path) -> list[str]:
+    """Top-level keys in which ``cfg`` names another run than the one ``run_dir`` holds ([] = the same run)."""
+    a, b = identity(load_run_dir_config(run_dir)), identity(cfg)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
+    """Create the run dir with the resolved config, or check an existing one holds this same run; removes
+    temporary files an interrupted write left behind."""
+    path = run_dir / "config.yaml"
+    if path.exists():
+        diff = identity_diff(cfg, run_dir)
+        if diff:
+            raise ConfigError(f"run dir {run_dir} already holds a different run (differs in: {', '.join(diff)}); "
+                              "pick another --run-dir or use 'evomerge resume'")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(run_dir)
+    atomic_write(path, cfg.to_yaml())
+
+
+def pin_hub_models(cfg: RunConfig, run_dir: Path) -> RunConfig:
+    """``cfg`` with every hub model pinned to a commit: the one ``run_dir`` already holds for it (a run
+    continued), else the one its revision names now. The pinned config is what the run folder keeps."""
+    from evomerge.models.hub import HubRef, pin, pin_all, pinned_refs
+
+    data = cfg.model_dump(mode="json")
+    held: dict[str, str] = {}
+    if (run_dir / "config.yaml").is_file():
+        try:
+            held = pinned_refs(load_run_dir_config(run_dir).model_dump(mode="json"))
+        except EvomergeError:
+            pass  # preflight names what is wrong with the run dir
+
+    def resolve(ref: str) -> str:
+        h = HubRef.parse(ref)
+        return held[h.repo_id] if h is not None and not h.pinned and h.repo_id in held else pin(ref)
+
+    pinned = pin_all(data, resolve)
+    return cfg if pinned == data else run_config_from_dict(pinned)
