@@ -4,9 +4,9 @@
                                     [--quick] [--runs-dir runs/irt_search] [--bank DIR]
                                     [--space YAML] [--finalist-items N]
 
-Rows (``--job``: the README demo search ``zoo_demo`` by default, CMA-ES on the full zoo; ``zoo2_demo`` is the
+Rows (``--job``: the demo search ``zoo_demo`` by default, CMA-ES on the full zoo; ``zoo2_demo`` is the
 same search on the second zoo; ``--space`` replaces the job's space, e.g. by the previous demo space the
-README's tables were measured on, and ``--finalist-items`` the finalists' items per task; the row's fitness
+docs/benchmarks.md tables were measured on, and ``--finalist-items`` the finalists' items per task; the row's fitness
 replaces the job's):
 
 - ``full``: every search item (1000 per skill);
@@ -56,7 +56,7 @@ from pathlib import Path
 
 import yaml
 
-# the demo's space until the per-layer attention / MLP one (the README's irt_search tables were measured on it)
+# the demo's space until the per-layer attention / MLP one (the irt_search tables of docs/benchmarks.md were measured on it)
 PREVIOUS_DEMO_SPACE = "{preset: task_arithmetic_layerwise, weight: {low: 0.0, high: 1.0, default: 0.333}}"
 
 FITNESS = {
@@ -230,7 +230,7 @@ def main() -> None:
     ap.add_argument("--space", help="the job's space replaced by this one: a YAML mapping (e.g. the previous demo "
                     f"space, {PREVIOUS_DEMO_SPACE!r}); runs kept in --runs-dir/space-HASH")
     ap.add_argument("--finalist-items", type=int, help="finalists.items_per_task (default: the config's; the "
-                    "README tables: 200)")
+                    "docs/benchmarks.md tables: 200)")
     args = ap.parse_args()
     space = yaml.safe_load(args.space) if args.space else None
     if space is not None and not isinstance(space, dict):

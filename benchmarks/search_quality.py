@@ -76,7 +76,7 @@ def summary(rows: list[dict]) -> dict:
 
 
 def markdown(job: str, rows: list[dict], s: dict) -> str:
-    """The table as markdown (the README's form)."""
+    """The table as markdown (docs/benchmarks.md's form)."""
     out = [f"| {job} seed | winner (test) | winner from | best parent | best simple merge | winner - simple | "
            "candidates | items | wall s |", "|---:|---:|---|---|---|---:|---:|---:|---:|"]
     for r in rows:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 Source = Union[str, MergeRecipe]
 
 # Decoder layers whose residual branches end in a plain linear o_proj / down_proj read through RMSNorm: the
-# scaling fold of recipe_dataflow is exact for them. (Gemma-style post-branch norms would break it.)
+# scaling fold of recipe.dataflow is exact for them. (Gemma-style post-branch norms would break it.)
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 BRANCH_OUTPUTS = ("self_attn.o_proj", "mlp.down_proj")
 # Config fields every source must agree on for its layers to be spliced into one network.

@@ -37,7 +37,7 @@ class FidelityConfig(BaseModel):
     has told so far (seed models' pool accuracies included); one that passes the last level answers the
     whole pool (``full_pool``), so the best candidates are scored on the pool exactly (no IRT shrinkage).
     The optimizer is told the estimate at the fidelity reached. The default (``levels: [8, 20, 40], top_k:
-    3, z: 1``, picked on one seed of the zoo demo) found better merges over 5 seeds on both zoos (README,
+    3, z: 1``, picked on one seed of the zoo demo) found better merges over 5 seeds on both zoos (docs/benchmarks.md,
     ``benchmarks/irt_search.py``) than ``levels: [20], top_k: 1, z: 0`` (no racing: 20 adaptive items per
     task, the whole pool only for a candidate that beats the best so far), whose winners were often lucky
     early pool scores that later candidates' shrunk estimates could not reach. ``full_pool: false`` (every
