@@ -205,3 +205,55 @@ def test_docs_table_is_generated(sets, tmp_path):
     m = re.search(r"<!-- architecture-table -->\n(.*?)\n<!-- /architecture-table -->", page, re.S)
     assert m is not None, "docs/architectures.md lacks the architecture table markers"
     assert m.group(1).strip() == table, f"docs/architectures.md table is stale; this run gives:\n{table}"
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_module_roles_name_the_same_modules_in_every_architecture(sets, arch):
+    """The attention and MLP roles of the shipped per-module presets each match that architecture's own
+    attention / MLP tensors in every block (GPT-2's attn.c_attn, NeoX's attention.query_key_value, ...), and
+    nothing else; a literal filter the architecture does not use is refused in one line."""
+    from evomerge.errors import ConfigError
+    from evomerge.models.roles import check_module_entries, expand_modules, matching
+
+    m = sets(arch, "float32")
+    ck = LazyCheckpoint(m["base"])
+    names, layout = ck.names(), layout_of(ck)
+    attn, mlp = (set(matching(expand_modules([r]), names)) for r in ("attention", "mlp"))
+    for i in range(layout.num_layers):
+        block = [n for n in names if layout.layer_of(n) == i]
+        assert any(n in attn for n in block) and any(n in mlp for n in block), (arch, i, block)
+    module = {n: n[len(layout.prefix) + 1:].split(".")[1] for n in attn | mlp}  # the segment under the block
+    layer_norms = [n for n, seg in module.items() if "norm" in seg or seg.startswith("ln_")]
+    assert not attn & mlp and not layer_norms, layer_norms  # q_norm / k_norm inside attention belong to it
+    check_module_entries(["attention", "mlp"], names, arch)
+    if arch in ("GPT-2", "GPT-NeoX"):
+        with pytest.raises(ConfigError, match="module filter 'self_attn' matches no tensor"):
+            check_module_entries(["self_attn"], names, arch)
+
+
+@pytest.mark.parametrize("arch", ["GPT-2", "GPT-NeoX"])
+def test_a_per_module_preset_on_gpt2_and_neox_changes_attention_and_mlp_separately(sets, arch, tmp_path):
+    """The shipped ties_attn_mlp space on GPT-2 / NeoX: its attention weights reach the attention tensors
+    (before roles, the self_attn filter matched nothing there and those tensors silently kept the model-level
+    weight)."""
+    from evomerge.spaces import build_space
+
+    m = sets(arch, "float32")
+    space = build_space("task_arithmetic_attn_mlp", base=m["base"], models=[m["ft1"], m["ft2"]])
+    point = space.default_point()
+    attn_keys = [k for k in point if k.endswith("attention.weight")]
+    assert attn_keys, sorted(point)
+    for k in point:
+        point[k] = 0.0
+    for k in attn_keys:
+        point[k] = 1.0  # attention deltas only
+    recipe = space.decode(point)
+    merged = InMemoryMerger([m["base"], m["ft1"], m["ft2"]]).merge_state_dict(recipe)
+    base, ft1, ft2 = (LazyCheckpoint(m[k]) for k in ("base", "ft1", "ft2"))
+    from evomerge.models.roles import expand_modules, matching
+
+    attn = set(matching(expand_modules(["attention"]), base.names()))
+    for name, t in merged.items():
+        want = base.get(name) + (ft1.get(name) - base.get(name)) + (ft2.get(name) - base.get(name)) \
+            if name in attn else base.get(name)
+        torch.testing.assert_close(t, want, rtol=1e-5, atol=1e-6, msg=name)

@@ -222,3 +222,29 @@ def test_a_tampered_checkpoint_with_a_valid_checksum_is_one_error_line(tmp_path,
     errors = [ln for ln in res.output.splitlines() if ln.startswith("error: ")]
     assert res.exit_code == 2 and len(errors) == 1 and words in errors[0], res.output
     assert "internal error" not in res.output and (run_dir / "ledger.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize("optimizer", [{"name": "cma", "population": 5}, {"name": "nevergrad", "population": 5},
+                                       {"name": "optuna", "population": 5}, {"name": "random", "population": 5}],
+                         ids=lambda o: o["name"])
+def test_any_older_checkpoint_recovers_by_replaying_the_ledger(tmp_path, optimizer):
+    """The run resumes from a checkpoint two generations behind the ledger (the newer ones lost): it replays
+    the ledger's records instead of evaluating them again, and ends with the uninterrupted run's ledger."""
+    import shutil
+
+    def cfg(n):
+        return run_config_from_dict(config(budget={"evaluations": n}, optimizer=optimizer,
+                                           fitness={"kind": "synthetic", "tasks": ["a", "b"]}))
+
+    run_search(cfg(25), tmp_path / "ref")
+    run_dir = tmp_path / "run"
+    run_search(cfg(10), run_dir)
+    old = tmp_path / "old-checkpoints"
+    shutil.copytree(run_dir / "checkpoints", old)  # the checkpoints as they were at 10 evaluations
+    resume(run_dir, budget={"evaluations": 20})
+    timings = [r["timings"] for r in Ledger(run_dir / "ledger.jsonl")]
+    shutil.rmtree(run_dir / "checkpoints")
+    shutil.copytree(old, run_dir / "checkpoints")  # the newer checkpoints are gone
+    resume(run_dir, budget={"evaluations": 25})
+    assert stable(run_dir) == stable(tmp_path / "ref")
+    assert [r["timings"] for r in Ledger(run_dir / "ledger.jsonl")][:20] == timings  # replayed, not redone

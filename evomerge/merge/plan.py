@@ -69,6 +69,15 @@ def check_layers(recipe: MergeRecipe, layout: BlockLayout) -> None:
                               f"({layout.num_layers} layers: {layout.prefix}.0..{layout.num_layers - 1})")
 
 
+def check_modules(recipe: MergeRecipe, names: list[str], lead: str) -> None:
+    """Refuse an override whose module filters match no tensor of the lead (it would change nothing)."""
+    from evomerge.models.roles import matching
+
+    for i, ov in enumerate(recipe.overrides):
+        if ov.modules is not None and not matching(ov.modules, names):
+            raise ConfigError(f"overrides[{i}]: module filter {ov.modules} matches no tensor of {lead}")
+
+
 def resolve_tensor_params(
     recipe: MergeRecipe, method: type[MergeMethod], models: list[str], tensor: str, layer: Optional[int]
 ) -> TensorParams:
@@ -124,6 +133,7 @@ class MergePlan:
         self.layout = layout_of(self.lead)
         check_layers(recipe, self.layout)
         self.names = self.lead.ordered_names()
+        check_modules(recipe, self.names, self.base or self.models[0])
         self.params = plan_params(recipe, method_cls, self.models, self.names, self.layout)
         self.method = method_cls()
         lead_ref = self.base or self.models[0]

@@ -187,8 +187,7 @@ def export_cmd(run_dir: Path, out_dir: Path, which: str, materialize: bool) -> N
 
     from evomerge.run.export import export_run
 
-    console.print(f"re-evaluating the {which} candidate(s) on the test split ...")
-    rows = export_run(run_dir, out_dir, which=which, materialize=materialize)
+    rows = export_run(run_dir, out_dir, which=which, materialize=materialize, announce=console.print)
     t = Table(title=f"{which}: search vs test")
     t.add_column("candidate")
     metrics = list(rows[0]["search"])

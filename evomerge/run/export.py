@@ -63,16 +63,29 @@ def select(report: RunReport, which: str) -> list[dict[str, Any]]:
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", materialize: bool = False,
-               progress: Optional[Callable[[int, int], None]] = None) -> list[dict[str, Any]]:
+               progress: Optional[Callable[[int, int], None]] = None,
+               announce: Optional[Callable[[str], None]] = None) -> list[dict[str, Any]]:
     """Write recipe YAML + mergekit YAML (+ HF checkpoint) per selected candidate and a search-vs-test table.
+    Every check comes first (one error line, nothing written); then ``announce`` says what is evaluated.
 
     Returns one row per candidate: ``{"eval_id", "name", "search": {metric: v}, "test": {metric: v}, "dir"}``.
     """
+    from evomerge.fitness.config import FitnessConfig
+
     report = RunReport.load(run_dir)
     chosen = select(report, which)
     if not chosen:
         raise EvomergeError(f"run {run_dir} has no successful candidate to export")
+    fit = report.config.fitness
+    if isinstance(fit, FitnessConfig) and not fit.test_tasks:
+        raise EvomergeError(f"run {run_dir} names no fitness.test_tasks: export scores the candidates on the held-out "
+                            "test split; run the search with test_tasks set (or apply a recipe with "
+                            "`evomerge merge RECIPE OUT`)")
     out = check_output_folder(out_dir)
+    if announce is not None:
+        todo = [r for r in chosen if r["eval_id"] not in report.test_scores()]
+        announce(f"re-evaluating {len(todo)} {which} candidate(s) on the test split ..." if todo
+                 else f"the {which} candidate(s) already have test-split scores")
     test = evaluate_on_test(report, chosen, progress)
     rows = []
     for r in chosen:

@@ -53,32 +53,22 @@ def _write_ready(ctx: "SearchContext", gen: int, points: list, slots: list, done
 
 def run_generational(ctx: "SearchContext") -> int:
     """Run generations until the budget is spent; returns the number of generations told."""
-    gen, n_checkpointed = ctx.state.get("gen", 0), ctx.state.get("n_records", 0)
-    replay = {}
-    for r in ctx.ledger.records()[n_checkpointed:]:
-        if is_recommendation(r):  # evaluated after the budget, never told (run/recommend.py)
-            continue
-        if r["gen"] != gen:
-            raise EvomergeError(f"ledger record {r['eval_id']} (generation {r['gen']}) is ahead of the checkpoint "
-                                f"(generation {gen}); cannot resume consistently")
-        replay[r["index"]] = r
-    if replay:
-        log.info("resuming generation %d with %d of its candidates already in the ledger", gen, len(replay))
-    # evaluations of *completed* generations decide the next size (replayed records must not shrink it)
-    while (n := _budget_left(ctx.cfg, gen, n_checkpointed, ctx.elapsed())) is not None:
+    gen, n_told = ctx.state.get("gen", 0), ctx.state.get("n_records", 0)
+    replay = _ledger_ahead(ctx, gen, n_told)
+    while (n := _budget_left(ctx.cfg, gen, n_told, ctx.elapsed())) is not None:
         points = ctx.optimizer.ask(n)
         slots: list[Optional[dict[str, Any]]] = [None] * n
         done: dict[int, tuple[Any, CandidateResult]] = {}  # evaluated, waiting for the earlier indices
         tasks = []
         for i, point in enumerate(points):
-            if i in replay:
-                if not same_point(replay[i]["point"], point):
+            if (gen, i) in replay:
+                if not same_point(replay[gen, i]["point"], point):
                     raise EvomergeError(f"resumed generation {gen} asks a different point {i} than the ledger "
                                         "holds; the optimizer is not deterministic")
-                slots[i] = replay.pop(i)
+                slots[i] = replay.pop((gen, i))
                 continue
             try:
-                tasks.append(ctx.task(i, ctx.space.decode(point), n_checkpointed))
+                tasks.append(ctx.task(i, ctx.space.decode(point), n_told))
             except EvomergeError as exc:
                 done[i] = (None, CandidateResult.failed(f"decode: {exc}"))
         recipes = {t[0]: t[1] for t in tasks}
@@ -88,10 +78,32 @@ def run_generational(ctx: "SearchContext") -> int:
             for i, res in ctx.executor.map(tasks):
                 done[i] = (recipes[i], res)
                 _write_ready(ctx, gen, points, slots, done)
-        if replay:
+        if any(g == gen for g, _ in replay):
             raise EvomergeError(f"ledger holds candidates of generation {gen} that the optimizer did not ask")
         ctx.optimizer.tell(points, [s["values"] for s in slots])
         gen += 1
-        n_checkpointed = len(ctx.ledger)
-        ctx.checkpoint(gen)
+        n_told += n
+        # records already in the ledger beyond this generation (a resume from an older checkpoint) are not its
+        ctx.checkpoint(gen, n_records=n_told)
+    if replay:
+        raise EvomergeError(f"ledger holds {len(replay)} candidate(s) beyond the budget; resume with the budget "
+                            "the run had")
     return gen
+
+
+def _ledger_ahead(ctx: "SearchContext", gen: int, n_checkpointed: int) -> dict[tuple[int, int], dict[str, Any]]:
+    """Records after the checkpoint, by (generation, index): the generations the optimizer will ask again and
+    take from the ledger instead of evaluating (several when the checkpoint is an older one: the latest was
+    damaged, so the run fell back)."""
+    replay: dict[tuple[int, int], dict[str, Any]] = {}
+    for r in ctx.ledger.records()[n_checkpointed:]:
+        if is_recommendation(r):  # evaluated after the budget, never told (run/recommend.py)
+            continue
+        if r["gen"] < gen:
+            raise EvomergeError(f"ledger record {r['eval_id']} (generation {r['gen']}) is behind the checkpoint "
+                                f"(generation {gen}); cannot resume consistently")
+        replay[r["gen"], r["index"]] = r
+    if replay:
+        log.info("resuming at generation %d with %d candidate(s) of generations %s already in the ledger", gen,
+                 len(replay), sorted({g for g, _ in replay}))
+    return replay

@@ -113,15 +113,12 @@ def _preflight(cfg: RunConfig, run_dir: Optional[Path], resuming: bool) -> Prefl
 
 def check_run_dir(cfg: RunConfig, run_dir: Path, resuming: bool = False) -> None:
     """The run dir can be created, and (unless resuming it) does not hold a different run."""
-    from evomerge.run.run_dir import identity_diff
+    from evomerge.run.run_dir import check_same_run
 
     if run_dir.exists() and not run_dir.is_dir():
         raise EvomergeError(f"run dir {run_dir} exists and is not a folder")
     if (run_dir / "config.yaml").exists():
-        diff = identity_diff(cfg, run_dir)
-        if diff:
-            raise ConfigError(f"run dir {run_dir} already holds a different run (differs in: {', '.join(diff)}); "
-                              "pick another --run-dir or use 'evomerge resume'")
+        check_same_run(cfg, run_dir)
         return
     parent = run_dir
     while not parent.exists():
@@ -214,10 +211,16 @@ def check_space_layers(space, lead: str) -> None:
 
     recipe = space.decode(space.default_point())
     if isinstance(recipe, MergeRecipe):
+        ck = LazyCheckpoint(lead)
         try:
-            check_layers(recipe, layout_of(LazyCheckpoint(lead)))
+            check_layers(recipe, layout_of(ck))
         except EvomergeError as exc:
             raise ConfigError(f"search space: {exc} (is the space's num_layers the model's?)") from None
+        if hasattr(space, "check_modules"):
+            try:
+                space.check_modules(ck.names(), lead)
+            except EvomergeError as exc:
+                raise ConfigError(f"search space: {exc}") from None
 
 
 # ---- evaluation engine --------------------------------------------------------------------------------------

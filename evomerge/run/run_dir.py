@@ -47,18 +47,35 @@ def identity_diff(cfg: RunConfig, run_dir: Path) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+def started(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` has computed anything (a ledger record, a checkpoint, an item bank, an
+    export): a run that failed while starting (a worker that could not be built) has not, and its folder may
+    take a corrected config."""
+    run_dir = Path(run_dir)
+    ledger = run_dir / "ledger.jsonl"
+    if ledger.is_file() and ledger.read_bytes().strip():
+        return True
+    return any(any((run_dir / sub).iterdir()) for sub in ("checkpoints", "item_bank", "pareto")
+               if (run_dir / sub).is_dir())
+
+
+def check_same_run(cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse ``cfg`` when ``run_dir`` holds another run that has started (one line naming what differs)."""
+    if not (Path(run_dir) / "config.yaml").exists():
+        return
+    diff = identity_diff(cfg, run_dir)
+    if diff and started(run_dir):
+        raise ConfigError(f"run dir {run_dir} already holds a different run (differs in: {', '.join(diff)}); "
+                          "pick another --run-dir or use 'evomerge resume'")
+
+
 def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
     """Create the run dir with the resolved config, or check an existing one holds this same run; removes
     temporary files an interrupted write left behind."""
-    path = run_dir / "config.yaml"
-    if path.exists():
-        diff = identity_diff(cfg, run_dir)
-        if diff:
-            raise ConfigError(f"run dir {run_dir} already holds a different run (differs in: {', '.join(diff)}); "
-                              "pick another --run-dir or use 'evomerge resume'")
+    check_same_run(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(run_dir)
-    atomic_write(path, cfg.to_yaml())
+    atomic_write(run_dir / "config.yaml", cfg.to_yaml())
 
 
 def pin_hub_models(cfg: RunConfig, run_dir: Path) -> RunConfig:

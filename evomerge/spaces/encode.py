@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
+from evomerge.models.roles import expand_modules
 from evomerge.spaces.base import Point, SearchSpace
 
 _REL = 1e-12  # relative tolerance of the probe comparison (the lambda fold rounds)
@@ -45,7 +46,7 @@ def _probes(space: SearchSpace, recipe) -> list[tuple[str, Optional[int], Option
     module_groups = [g for g in (space.cfg.modules or [])]
     for i in range(n):
         for mods in module_groups or [None]:
-            name = f"model.layers.{i}.{mods[0] if mods else 'probe'}.probe.weight"
+            name = f"model.layers.{i}.{expand_modules(mods)[0].strip('.') if mods else 'probe'}.probe.weight"
             tag = None
             for layers, gmods in space.groups:
                 if layers is None and gmods is None:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from evomerge.errors import ConfigError
 from evomerge.recipe import MergeRecipe, ModelSource, Override, _one_line
+from evomerge.models.roles import check_module_entries, expand_modules
 from evomerge.spaces.base import Point, SearchSpace
 from evomerge.spaces.params import CategoricalParam, FloatParam, Param, ParamValue
 from evomerge.spaces.registry import SEARCH_SPACES
@@ -60,7 +61,8 @@ class ParameterSpaceConfig(BaseModel):
                                       description="decoder layers of the models (None: read from config.json)")
     granularity: Optional[int] = Field(default=None, ge=1, description="layers per group; null: one group")
     modules: Optional[list[list[str]]] = Field(None,
-                                               description="module groups searched separately: lists of tensor-name "
+                                               description="module groups searched separately: lists of roles "
+                                                           "(attention, mlp, norm, embedding, head) or tensor-name "
                                                            "filters")
     weight: Bounds = Field(Bounds(low=0.0, high=1.0), description="bounds of each model's weight")
     density: Bounds = Field(Bounds(low=0.1, high=1.0),
@@ -207,6 +209,11 @@ class ParameterSpace(SearchSpace):
         mods: list[Optional[list[str]]] = list(cfg.modules) if cfg.modules else [None]
         return [(r, m) for r in ranges for m in mods]
 
+    def check_modules(self, names: list[str], model: str) -> None:
+        """Every role or filter of the module groups matches a tensor of ``model`` (``names``: its tensors)."""
+        for entries in self.cfg.modules or []:
+            check_module_entries(entries, names, model)
+
     @staticmethod
     def _group_tag(layers, modules) -> str:
         parts = []
@@ -276,7 +283,8 @@ class ParameterSpace(SearchSpace):
             for layers, modules in self.groups:
                 tag = self._group_tag(layers, modules)
                 for ref, short in zip(self.cfg.models, self.shorts):
-                    overrides.append(Override(layers=layers, modules=modules, model=ref, params=pick(f"{short}.{tag}")))
+                    overrides.append(Override(layers=layers, modules=expand_modules(modules) if modules else None,
+                                              model=ref, params=pick(f"{short}.{tag}")))
         glob = dict(self.cfg.fixed)
         for p in self.params[len(self.params) - len(self.cfg.extra):]:
             if p.name in point:
