@@ -18,13 +18,23 @@ from evomerge.cli import cli
 def plan_cmd(config: str, gpus: Optional[int], gpu_memory: Optional[str], host_memory: Optional[str]) -> None:
     """Per worker: host memory, GPU memory, merge scratch and cache; how many workers fit. Refuses (exit 2) a
     job that cannot fit. Reads headers and configs only."""
-    from evomerge.machine import parse_size
     from evomerge.execution.memory_plan import plan_job
-    from evomerge.run.config import load_run_config
+    from evomerge.machine import parse_size
+    from evomerge.run.staged import StagedConfig, load_job, plan_config
 
-    cfg = load_run_config(config)
-    plan = plan_job(cfg, host_bytes=parse_size(host_memory, "--host-memory") if host_memory else None,
-                    n_gpus=gpus, gpu_bytes=parse_size(gpu_memory, "--gpu-memory") if gpu_memory else None)
+    job = load_job(config)
+    sizes = dict(host_bytes=parse_size(host_memory, "--host-memory") if host_memory else None, n_gpus=gpus,
+                 gpu_bytes=parse_size(gpu_memory, "--gpu-memory") if gpu_memory else None)
+    if not isinstance(job, StagedConfig):
+        _print_plan(job, plan_job(job, **sizes))
+        return
+    for i, stage in enumerate(job.stages):  # every stage planned before any runs (and refused like a job)
+        cfg, note = plan_config(job, i)
+        click.echo(f"stage {stage.name}" + (f" ({note})" if note else "") + ":")
+        _print_plan(cfg, plan_job(cfg, **sizes))
+
+
+def _print_plan(cfg, plan) -> None:
     if plan is None:
         click.echo(f"{cfg.name}: its fitness kind loads no models; nothing to plan")
         return

@@ -132,7 +132,7 @@ class RayConnection:
 
         o = self.opts
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-        need = {"CPU": o.num_cpus, "GPU": o.num_gpus}
+        need = self.need()
         for res, amount in need.items():
             if amount <= 0:
                 continue
@@ -141,13 +141,31 @@ class RayConnection:
                 where = "the local machine" if not o.address else f"any node of the cluster at {o.address}"
                 raise EvomergeError(f"ray executor: each worker asks num_{res.lower()}s={amount:g} but "
                                     f"{where} has at most {biggest:g} {res}(s)")
-        fit = sum(min(math.floor(n.get(r, 0.0) / a + 1e-9) for r, a in need.items() if a > 0) for n in nodes)
+        fit = self.capacity()
         if o.num_workers is not None:
             if o.num_workers > fit:
                 log.warning("ray executor: %d workers asked but the cluster fits %d now; the rest wait for "
                             "resources (start_timeout_s=%g)", o.num_workers, fit, o.start_timeout_s)
             return o.num_workers
         return max(1, fit)
+
+    def need(self) -> dict[str, float]:
+        """Resources of one actor."""
+        return {"CPU": self.opts.num_cpus, "GPU": self.opts.num_gpus}
+
+    def host_nodes(self) -> list[dict[str, Any]]:
+        """The alive nodes (``ray.nodes()`` entries) with room for at least one actor."""
+        import ray
+
+        need = self.need()
+        return [n for n in ray.nodes() if n.get("Alive")
+                and all(n.get("Resources", {}).get(r, 0.0) + 1e-9 >= a for r, a in need.items() if a > 0)]
+
+    def capacity(self) -> int:
+        """Actors that fit on the alive nodes now (a node lost mid-run lowers it)."""
+        need = self.need()
+        return sum(min(math.floor(n.get("Resources", {}).get(r, 0.0) / a + 1e-9) for r, a in need.items() if a > 0)
+                   for n in self.host_nodes())
 
     def close(self) -> None:
         import ray

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, Hashable, Iterable, Iterator, Optional
 
 from evomerge.errors import EvomergeError
-from evomerge.execution.base import EXECUTORS, CandidateResult, Executor, WorkerSpec
+from evomerge.execution.base import EXECUTORS, WORKERS, CandidateResult, Executor, WorkerSpec
 from evomerge.execution.ray_cluster import RayConnection, RayOptions, first_line, hub_env, parse_options
+from evomerge.execution.ray_nodes import check_models_on_nodes, model_refs
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,12 @@ class _EvalActor:
 
     def ready(self) -> tuple[int, str]:
         return os.getpid(), self.build_error
+
+    def where(self) -> tuple[str, list[str]]:
+        """(Ray node id, GPU ids) of this actor: where the cluster placed it."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id(), [str(g) for g in ray.get_gpu_ids()]
 
     def evaluate(self, recipe, split: str, request: Any = None) -> tuple[CandidateResult, float]:
         from evomerge.execution.base import safe_evaluate
@@ -117,6 +124,10 @@ class RayExecutor(Executor):
         try:
             self.num_workers = self._ray.num_workers()
             import ray
+
+            if self.opts.address and getattr(WORKERS.get(spec.fitness.kind), "needs_models", True):
+                check_models_on_nodes(model_refs(spec), self._ray.host_nodes(), hub_env(self.opts),
+                                      self.opts.start_timeout_s)
 
             self._spec_ref = ray.put(spec)  # shipped once; every actor (and replacement) reads the same object
             for _ in range(self.num_workers):
@@ -216,6 +227,10 @@ class RayExecutor(Executor):
             nonlocal n_replaced, dead_capacity
             dead_capacity += capacity(slot, time.monotonic())
             self._kill(slot)
+            if len(self._slots) >= self._ray.capacity():  # a node was lost: go on with the workers left
+                log.warning("ray executor: worker %d lost and the cluster has no room for another; going on with "
+                            "%d worker(s)", slot.index, len(self._slots))
+                return
             new = self._spawn()
             starting[new.ready_ref] = new
             n_replaced += 1
@@ -283,7 +298,12 @@ class RayExecutor(Executor):
                 now = time.monotonic()
                 for ref, slot in list(starting.items()):
                     if now - slot.started > self.opts.start_timeout_s:
-                        raise EvomergeError(self._start_timeout_message(slot))
+                        if not (running or idle):
+                            raise EvomergeError(self._start_timeout_message(slot))
+                        starting.pop(ref)  # a replacement the cluster cannot place: the others go on
+                        log.warning("%s; going on with %d worker(s)", self._start_timeout_message(slot),
+                                    len(self._slots) - 1)
+                        self._kill(slot)
                 if self.opts.timeout_s is not None:
                     for ref, (slot, task, t_sent) in list(running.items()):
                         if now - t_sent > self.opts.timeout_s:

@@ -149,6 +149,28 @@ def check_stages(job: StagedConfig, run_dir: Optional[Path] = None) -> list[str]
     return lines
 
 
+def plan_config(job: StagedConfig, index: int) -> tuple[RunConfig, Optional[str]]:
+    """A stage's config for the memory plan, before any stage runs: a ``best_of`` source (a merge of an earlier
+    stage's models, the same architecture and size) is planned as that stage's lead model. Returns the config
+    and a note when a source was stood in for."""
+    stage = job.stages[index]
+    by_name = {s.name: s for s in job.stages[:index]}
+    stood_in: list[str] = []
+
+    def lead_of(name: str) -> Any:
+        if name not in by_name:
+            raise ConfigError(f"stage {stage.name!r} asks best_of {name!r}, which is not an earlier stage "
+                              f"(earlier: {', '.join(by_name) or 'none'})")
+        data = _stage_data(by_name[name])
+        stood_in.append(name)
+        return data.get("base") or (data.get("models") or [None])[0]
+
+    data = _substitute(_stage_data(stage), lead_of)
+    data["run_dir"] = None
+    note = f"best_of {', '.join(dict.fromkeys(stood_in))} planned as that stage's lead model" if stood_in else None
+    return run_config_from_dict(data), note
+
+
 def iter_stages(job: StagedConfig, run_dir: Path) -> Iterator[tuple[StageConfig, RunConfig, Path]]:
     """``(stage, resolved config, stage run dir)`` in order, each resolved only when the previous one has run."""
     check_stages(job, run_dir)
