@@ -111,10 +111,16 @@ class _Group(click.Group):
             code = self._fail(_one_line(exc.format_message()))
         except (KeyboardInterrupt, click.exceptions.Abort):
             code = self._fail("interrupted", 130)
-        except Exception as exc:  # a bug: one line here, the traceback in a file
-            path = _crash_log(exc)
-            code = self._fail(f"internal error ({type(exc).__name__}: {_one_line(exc)[:300]}); "
-                              f"traceback in {path}")
+        except Exception as exc:  # a bug: one line here, the traceback in a file (a full disk: one line)
+            from evomerge.fsutil import NO_SPACE
+
+            if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+                code = self._fail(f"no space left on the device ({exc.filename or exc.strerror}); what was "
+                                  "written before it is kept")
+            else:
+                path = _crash_log(exc)
+                code = self._fail(f"internal error ({type(exc).__name__}: {_one_line(exc)[:300]}); "
+                                  f"traceback in {path}")
         if standalone_mode:
             sys.exit(code)
         return code

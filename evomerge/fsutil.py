@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from contextlib import contextmanager
@@ -11,16 +12,41 @@ from typing import Iterator
 from evomerge.errors import EvomergeError
 
 
-def atomic_write(path: str | Path, data: bytes | str) -> None:
+#: errors that mean the disk (or the user's quota, or the file size limit) is full
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def write_failed(exc: OSError, path: str | Path, what: str, then: str) -> EvomergeError:
+    """One line for a failed write of ``what`` at ``path``, saying what was kept and what to do (``then``)."""
+    why = f"no space left ({exc.strerror})" if exc.errno in NO_SPACE else (exc.strerror or type(exc).__name__)
+    return EvomergeError(f"cannot write {what} {path}: {why}; {then}")
+
+
+def write_all(fh, data: bytes) -> None:
+    """Write every byte of ``data`` to an unbuffered file (a full disk shows as a short write, then an error)."""
+    view = memoryview(data)
+    while view:
+        n = fh.write(view)
+        if not n:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[n:]
+
+
+def atomic_write(path: str | Path, data: bytes | str, what: str = "file",
+                 then: str = "the previous version is kept") -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder (fsynced, then renamed over it): a
-    reader sees the old file or the whole new one, never half of it; concurrent writers do not collide."""
+    reader sees the old file or the whole new one, never half of it; concurrent writers do not collide. A
+    failed write (a full disk) leaves the old file and no temp file, and raises one line (``what``, ``then``)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb", buffering=0) as fh:
+            write_all(fh, data.encode() if isinstance(data, str) else data)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_failed(exc, path, what, then) from None
 
 
 def check_output_folder(path: str | Path, what: str = "output folder", allow_full: bool = False) -> Path:

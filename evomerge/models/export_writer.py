@@ -4,12 +4,15 @@ files from a source folder."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from evomerge.errors import EvomergeError
+from evomerge.fsutil import write_all, write_failed
 from evomerge.models.safetensors_io import DTYPE_CODES
 
 if TYPE_CHECKING:
@@ -71,9 +74,23 @@ class ShardedWriter:
             offset += nbytes
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)
-        self._file = open(self._paths[i].with_suffix(".safetensors.partial"), "wb")
-        self._file.write(len(raw).to_bytes(8, "little") + raw)
+        with self._writing(self._paths[i]):
+            self._file = open(self._paths[i].with_suffix(".safetensors.partial"), "wb", buffering=0)
+            write_all(self._file, len(raw).to_bytes(8, "little") + raw)
         self._open_shard = i
+
+    @contextlib.contextmanager
+    def _writing(self, path: Path):
+        """A failed write (a full disk) closes the shard and raises one line: the export stays incomplete (its
+        shards ``.partial``, no index), never mistaken for a model."""
+        try:
+            yield
+        except OSError as exc:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            raise write_failed(exc, path, "export shard", f"{self.out_dir} is incomplete (shards left .partial, "
+                               "no index): free space, remove it and export again") from None
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
         """Write the next tensor of the planned order (a CPU tensor of the planned shape and dtype)."""
@@ -91,13 +108,16 @@ class ShardedWriter:
         if flat.numel():
             import torch
 
-            self._file.write(flat.view(torch.uint8).numpy().data)
+            with self._writing(self._paths[i]):
+                write_all(self._file, flat.view(torch.uint8).numpy().data)
         self._pos += 1
 
     def finish(self) -> list[Path]:
         if self._pos != len(self._next):
             raise EvomergeError(f"export writer: {len(self._next) - self._pos} planned tensor(s) never written")
         if self._file is not None:
+            with self._writing(self._paths[self._open_shard]):
+                os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
         weight_map: dict[str, str] = {}

@@ -150,8 +150,14 @@ def save_checkpoint(folder: str | os.PathLike, step: int, state: dict[str, Any])
     folder.mkdir(parents=True, exist_ok=True)
     data = dumps(state)
     path = folder / f"ckpt-{step:06d}.npz"
-    atomic_write(path, data)
-    atomic_write(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest())
+    kept = (f"the previous checkpoint and the ledger are kept: free space, then `evomerge resume "
+            f"{folder.parent}`")
+    atomic_write(path, data, "checkpoint", kept)
+    try:
+        atomic_write(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest(), "checkpoint checksum", kept)
+    except EvomergeError:
+        path.unlink(missing_ok=True)  # a checkpoint without its checksum is never read back
+        raise
     _fsync_dir(folder)
     for _, old in _list(folder)[:-KEEP]:
         old.unlink(missing_ok=True)

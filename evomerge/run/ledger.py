@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from evomerge.errors import EvomergeError
+from evomerge.fsutil import write_all, write_failed
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,20 @@ class Ledger:
 
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
         """Write one record durably (JSON-native values only: no tuples, no NaN); returns it."""
-        line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
+        line = (json.dumps(record, sort_keys=True, allow_nan=False) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        size = self.path.stat().st_size if self.path.exists() else 0
+        try:
+            with open(self.path, "ab", buffering=0) as fh:
+                write_all(fh, line)
+                os.fsync(fh.fileno())
+        except OSError as exc:  # a full disk: cut the partial record off, so the next append starts clean
+            try:
+                os.truncate(self.path, size)
+            except OSError:
+                pass  # a torn tail is cut off when the ledger is opened again
+            raise write_failed(exc, self.path, "ledger", "every earlier record is kept: free space, then "
+                               f"`evomerge resume {self.path.parent}`") from None
         self._records.append(record)  # JSON-native already (json.dumps above would have refused otherwise)
         return record
 
