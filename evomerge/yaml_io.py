@@ -17,19 +17,23 @@ MAX_YAML_BYTES = 4 * 2**20
 MAX_YAML_NODES = 1_000_000
 
 
-def parse_yaml(text: str, what: str) -> Any:
+class TooLarge(ConfigError):
+    """YAML bigger than a config can be (its size, or its expanded aliases)."""
+
+
+def parse_yaml(text: str, what: str, loader_class: type = yaml.SafeLoader) -> Any:
     """``yaml.safe_load(text)``; broken YAML raises ``ConfigError("broken {what}: <first line of the error>")``,
-    oversized YAML ``ConfigError("{what} is too large ...")``."""
+    oversized YAML ``TooLarge("{what} is too large ...")``. ``loader_class``: a safe loader with extra tags."""
     if len(text) > MAX_YAML_BYTES:
-        raise ConfigError(f"{what} is too large to be a config ({len(text)} characters; at most {MAX_YAML_BYTES})")
-    loader = yaml.SafeLoader(text)  # what yaml.safe_load does, with the node graph checked before construction
+        raise TooLarge(f"{what} is too large to be a config ({len(text)} characters; at most {MAX_YAML_BYTES})")
+    loader = loader_class(text)  # what yaml.safe_load does, with the node graph checked before construction
     try:
         node = loader.get_single_node()
         expanded = _expanded_nodes(node)
         if expanded < 0:
-            raise ConfigError(f"broken {what}: an alias refers to a node that contains it (endless)")
+            raise TooLarge(f"broken {what}: an alias refers to a node that contains it (endless)")
         if expanded > MAX_YAML_NODES:
-            raise ConfigError(f"{what} is too large to be a config: its aliases expand to {expanded:,} nodes "
+            raise TooLarge(f"{what} is too large to be a config: its aliases expand to {expanded:,} nodes "
                               f"(at most {MAX_YAML_NODES:,})")
         return None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:

@@ -273,6 +273,8 @@ def test_run_dir_holding_another_run_is_refused_untouched(tmp_path, monkeypatch)
     ["check", "{tmp}/missing.yaml"], ["run", "{tmp}/job.yaml", "--run-dir", "{tmp}/afile"],
     ["zoo", "report", "{tmp}/empty"], ["zoo", "build", "--skills", "add"], ["nosuchverb"],
     ["run"], ["status", "{tmp}/empty", "--top", "many"],
+    ["bank", "show", "{tmp}/nowhere"], ["bank", "show", "{tmp}/empty"], ["bank", "show", "{tmp}/afile"],
+    ["bank", "merge", "{tmp}/empty", "{tmp}/nowhere", "{tmp}/out"],
 ], ids=lambda a: "-".join(x.replace("{tmp}/", "") for x in a))
 def test_bad_cli_arguments_are_one_error_line(argv, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -408,3 +410,59 @@ def test_an_error_mid_run_leaves_no_progress_bar(tmp_path, monkeypatch):
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(syn()))
     res = CliRunner().invoke(cli, ["run", "job.yaml"])
     assert [ln for ln in res.output.splitlines() if ln.strip()] == ["error: cannot write checkpoint: disk full"]
+
+
+@pytest.mark.parametrize("arch", ["GPT-2", "GPT-NeoX"])
+def test_a_module_filter_the_architecture_does_not_use_is_refused(arch, tmp_path, monkeypatch):
+    """``self_attn`` names nothing in GPT-2 (attn.c_attn) or NeoX (attention.query_key_value): the group would
+    silently keep the model-level weight. The shipped presets name the role instead, and pass."""
+    from test_architectures import make_set
+
+    monkeypatch.chdir(tmp_path)
+    m = make_set(tmp_path / "models", arch, "float32")
+    job = {**SYN, "base": m["base"], "models": [m["ft1"], m["ft2"]], "fitness": LM,
+           "space": {"preset": "ties_attn_mlp", "modules": [["self_attn"], ["mlp"]]}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    line = assert_one_error(CliRunner().invoke(cli, ["check", "job.yaml"]), tmp_path / "runs")
+    assert "module filter 'self_attn' matches no tensor" in line and "attention" in line
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump({**job, "space": {"preset": "ties_attn_mlp"}}))
+    res = CliRunner().invoke(cli, ["check", "job.yaml"])
+    assert res.exit_code == 0, res.output
+
+
+def test_a_task_yaml_alias_bomb_in_the_include_path_is_refused(ci_zoo, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "bomb.yaml").write_text("task: bomb\n" + ALIAS_BOMB)
+    job = {**syn(fitness={**LM, "include_path": [str(tmp_path / "tasks")]}), "base": "zoo://ci/base",
+           "models": ["zoo://ci/add", "zoo://ci/sort"], "space": {"preset": "ties_layerwise"}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    line = assert_one_error(CliRunner().invoke(cli, ["check", "job.yaml"]), tmp_path / "runs")
+    assert "bomb.yaml is too large" in line
+
+
+def test_items_per_task_beyond_the_split_then_the_corrected_config_runs_in_the_same_folder(ci_zoo, tmp_path,
+                                                                                         monkeypatch):
+    """A task's size is known only once lm-eval builds it (in the worker): the run stops with one line before
+    any candidate, and its folder, which holds no result, takes the corrected config."""
+    monkeypatch.chdir(tmp_path)
+    fit = {**LM, "estimator": "subset_mean", "anchors": "random", "gen_kwargs": {"max_gen_toks": 5}}
+    job = {**syn(fitness={**fit, "items_per_task": 100_000}, base="zoo://ci/base",
+                 models=["zoo://ci/add", "zoo://ci/sort"]), "space": {"preset": "ties_layerwise"},
+           "budget": {"evaluations": 2}, "finalists": {"top": 0, "recommended": False}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    line = assert_one_error(CliRunner().invoke(cli, ["run", "job.yaml"]))
+    assert "which has only 1000 items" in line
+    assert not (tmp_path / "runs" / "bad" / "ledger.jsonl").exists()
+    job["fitness"]["items_per_task"] = 5
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    res = CliRunner().invoke(cli, ["run", "job.yaml"])
+    assert res.exit_code == 0, res.output
+    assert len((tmp_path / "runs" / "bad" / "ledger.jsonl").read_text().splitlines()) == 2
+
+
+def test_plan_takes_a_staged_job_that_check_takes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, ["plan", "zoo_ps_dfs", "--host-memory", "16GB"])
+    assert res.exit_code == 0, res.output
+    assert "stage ps:" in res.output and "stage dfs (best_of ps planned as that stage's lead model):" in res.output

@@ -61,7 +61,11 @@ def model_facts(ref: str, architecture: Optional[dict] = None) -> ModelFacts:
     """Facts of a model from its local folder (safetensors headers and config.json, no weights read), else from
     ``architecture`` (config.json fields: the parameter count is that of the model transformers builds from
     them, on the meta device)."""
-    folder = _local_folder(ref, required=not (architecture and is_hub_name(ref)))
+    from evomerge.zoo.settings import planned_config, unbuilt_zoo
+
+    if (variant := unbuilt_zoo(ref)) is not None:  # planned from its settings: a plan never builds a zoo
+        architecture = planned_config(variant)
+    folder = _local_folder(ref, required=not (architecture and (is_hub_name(ref) or variant)))
     if folder is not None:
         from evomerge.models.safetensors_io import open_checkpoint
 
@@ -194,7 +198,10 @@ def _local_folder(ref: str, required: bool) -> Optional[Path]:
     """The folder holding ``ref``'s config and headers (a hub model's from the cache, or fetched without its
     weights); None when it cannot be had and not ``required`` (then ``architecture:`` describes the model)."""
     from evomerge.models.paths import resolve_model
+    from evomerge.zoo.settings import unbuilt_zoo
 
+    if unbuilt_zoo(ref) is not None:
+        return None
     try:
         return Path(resolve_model(ref))
     except EvomergeError as exc:

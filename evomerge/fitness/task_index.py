@@ -16,6 +16,8 @@ from typing import Any, Iterable
 
 import yaml
 
+from evomerge.yaml_io import MAX_YAML_BYTES, TooLarge, parse_yaml
+
 log = logging.getLogger(__name__)
 _IGNORE_DIRS = {"__pycache__", ".ipynb_checkpoints"}
 _Base = yaml.CSafeLoader if getattr(yaml, "__with_libyaml__", False) else yaml.SafeLoader
@@ -29,8 +31,9 @@ _Loader.add_constructor("!function", lambda loader, node: loader.construct_scala
 
 
 def _load(path: Path, depth: int = 0) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as f:
-        cfg = yaml.load(f, Loader=_Loader)  # noqa: S506 (a safe loader with one extra tag)
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise TooLarge(f"task YAML {path} is too large to be a task ({path.stat().st_size} bytes)")
+    cfg = parse_yaml(path.read_text(encoding="utf-8"), f"task YAML {path}", loader_class=_Loader)
     if not isinstance(cfg, dict):
         raise ValueError("not a mapping")
     inc = cfg.get("include")
@@ -65,6 +68,8 @@ def _local_configs(folders: Iterable[str | Path]) -> Iterable[dict[str, Any]]:
                 continue
             try:
                 yield _load(path)
+            except TooLarge:  # lm-eval would expand it (minutes, gigabytes) when it indexes the folder
+                raise
             except Exception as exc:  # lm-eval skips what it cannot read, and so do we
                 log.debug("skip %s (%s)", path, exc)
 

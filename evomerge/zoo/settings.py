@@ -169,3 +169,14 @@ def unbuilt_zoo(ref: str) -> str | None:
     path = zoo_path(variant)
     m = read_manifest(path)
     return None if m is not None and m.get("hash") == path.name.rsplit("-", 1)[1] else variant
+
+
+def planned_config(variant: str) -> dict:
+    """config.json fields of a variant's models before it is built (what ``evomerge plan`` sizes)."""
+    from evomerge.zoo.tokenizer import vocab
+
+    m = VARIANTS[variant].model
+    return {"model_type": "llama", "hidden_size": m.hidden_size, "intermediate_size": m.intermediate_size,
+            "num_hidden_layers": m.num_layers, "num_attention_heads": m.num_heads,
+            "num_key_value_heads": m.num_heads, "vocab_size": len(vocab()),
+            "max_position_embeddings": m.max_position_embeddings, "tie_word_embeddings": False, "dtype": "float32"}
