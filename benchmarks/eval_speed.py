@@ -67,9 +67,10 @@ print(json.dumps({"build_s": build_s, "start_s": getattr(w.engine, "start_s", No
 """
 
 _RANDOM = _SAMPLER + r"""
-import json, statistics, sys, time
+import json, os, statistics, sys, time
 import torch
 torch.set_num_threads(int(sys.argv[2]))
+device = os.environ.get("EVOMERGE_BENCH_DEVICE", "cpu")  # gpu_check.py runs this child on a GPU
 backend, n, folder = sys.argv[1], int(sys.argv[3]), json.loads(sys.argv[4])
 vllm_opts = json.loads(sys.argv[5])
 import gc
@@ -86,16 +87,16 @@ if backend == "vllm":
     import vllm  # noqa: F401  (its import is a baseline too)
 tok = AutoTokenizer.from_pretrained(folder["base"])
 peak = Peak()
-merger = InMemoryMerger([folder[k] for k in ("base", "ft1", "ft2", "ft3")], cache_budget=0)
+merger = InMemoryMerger([folder[k] for k in ("base", "ft1", "ft2", "ft3")], cache_budget=0, device=device)
 t = time.perf_counter()
 if backend == "hf":
-    target = AutoModelForCausalLM.from_pretrained(folder["base"], dtype=merger.dtype).eval()
+    target = AutoModelForCausalLM.from_pretrained(folder["base"], dtype=merger.dtype).to(device).eval()
     lm = HFLM(pretrained=target, tokenizer=tok, batch_size=64)
 else:
     from evomerge.engines.vllm import VLLMEngine
     from evomerge.fitness.config import FitnessConfig
     cfg = FitnessConfig.model_validate({"tasks": ["x"], "backend": "vllm", "vllm": vllm_opts, "cache_budget": 0})
-    engine = VLLMEngine(folder["base"], folder["base"], merger.dtype, torch.device("cpu"), cfg)
+    engine = VLLMEngine(folder["base"], folder["base"], merger.dtype, torch.device(device), cfg)
     target = lm = engine.model
 start_s = time.perf_counter() - t
 import random
@@ -119,8 +120,9 @@ print(json.dumps({"start_s": start_s, "rows": rows, "peak_anon": peak.stop(),
 """
 
 
-def run_child(code: str, *args: str) -> dict:
-    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+def run_child(code: str, *args: str, env: dict | None = None) -> dict:
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
     if res.returncode != 0:
         raise SystemExit(f"child failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])

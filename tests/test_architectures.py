@@ -42,6 +42,7 @@ ARCHS = {  # row name -> (config class, fields)
                                  eos_token_id=0)),
 }
 DTYPES = ("float32", "bfloat16")
+MLP = ["mlp", "block_sparse_moe"]  # the MLP role of every row (Mixtral's MLP is its experts)
 
 
 def make_set(root: Path, arch: str, dtype: str) -> dict[str, str]:
@@ -83,7 +84,7 @@ def ties_recipe(m: dict, dtype: str):
         "models": [{"model": m["ft1"], "params": {"weight": 0.6, "density": 0.7}},
                    {"model": m["ft2"], "params": {"weight": 0.4, "density": 0.5}}],
         "overrides": [{"layers": [0, 1], "params": {"weight": 0.9}},
-                      {"layers": [1, 2], "modules": ["mlp"], "model": m["ft2"], "params": {"density": 0.3}}]})
+                      {"layers": [1, 2], "modules": MLP, "model": m["ft2"], "params": {"density": 0.3}}]})
 
 
 def two_block_recipe(m: dict):

@@ -88,7 +88,7 @@ def encode_parameter(space: SearchSpace, recipe) -> Optional[Point]:
         return None
     if sorted(m.model for m in recipe.models) != sorted(cfg.models):
         return None
-    module_groups = [sorted(g) for g in (cfg.modules or [])]
+    module_groups = [sorted(g) for g in (cfg.modules or [])] + [sorted(expand_modules(g)) for g in (cfg.modules or [])]
     for ov in recipe.overrides:  # module filters the probes cannot stand for, or per-layer global params
         if ov.modules is not None and sorted(ov.modules) not in module_groups:
             return None
