@@ -81,8 +81,11 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path) -> None:
 def pin_hub_models(cfg: RunConfig, run_dir: Path) -> RunConfig:
     """``cfg`` with every hub model pinned to a commit: the one ``run_dir`` already holds for it (a run
     continued), else the one its revision names now. The pinned config is what the run folder keeps."""
+    from evomerge.execution.base import WORKERS
     from evomerge.models.hub import HubRef, pin, pin_all, pinned_refs
 
+    if not getattr(WORKERS.get(cfg.fitness.kind), "needs_models", True):
+        return cfg  # model references are only names to a fitness that loads no models
     data = cfg.model_dump(mode="json")
     held: dict[str, str] = {}
     if (run_dir / "config.yaml").is_file():
