@@ -2,10 +2,7 @@
 resolution, ``check`` / ``plan`` / ``merge`` / ``run`` / kill -9 + ``resume`` / ``export``, pinned commits, and the
 refusals (not cached, a pinned commit gone, a pickle-only repository, header-only folders)."""
 
-import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 

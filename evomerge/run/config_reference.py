@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel
-from pydantic_core import PydanticUndefined
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 REFERENCE = DOCS / "config-reference.md"
