@@ -97,6 +97,9 @@ class WorkerSpec(BaseModel):
 class Worker(ABC):
     """Merge + evaluate + estimate one recipe; built once per process."""
 
+    #: whether the worker reads the job's models (False: references are only names, e.g. synthetic fitness)
+    needs_models: bool = True
+
     @classmethod
     def config_class(cls) -> type[BaseModel]:
         """The fitness config class of this worker kind (``kind`` literal + options); imported lazily so that

@@ -23,7 +23,6 @@ from evomerge.models.safetensors_io import open_checkpoint
 
 @WORKERS.register("lm_eval")
 class LMEvalWorker(Worker):
-    needs_models = True
 
     @classmethod
     def config_class(cls):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from evomerge.errors import EvomergeError
 from evomerge.models.hub import is_hub_name
@@ -65,7 +65,7 @@ def model_facts(ref: str, architecture: Optional[dict] = None) -> ModelFacts:
 
     if (variant := unbuilt_zoo(ref)) is not None:  # planned from its settings: a plan never builds a zoo
         architecture = planned_config(variant)
-    folder = _local_folder(ref, required=not (architecture and (is_hub_name(ref) or variant)))
+    folder = _local_folder(ref, required=not (architecture and is_hub_name(ref)))  # None for an unbuilt zoo
     if folder is not None:
         from evomerge.models.safetensors_io import open_checkpoint
 
@@ -120,11 +120,11 @@ def _facts(cfg: dict, params: int, stored: int, dtype: str) -> ModelFacts:
 
 def worker_memory(recipe=None, device: str = "cpu", cache_budget=0, live_dtype: Optional[str] = None,
                   batch_size: int = 0, facts: Optional[ModelFacts] = None, n_models: Optional[int] = None,
-                  n_sources: Optional[int] = None, backend: str = "hf", vllm: Optional[dict] = None,
+                  n_sources: Optional[int] = None, backend: str = "hf", vllm: Any = None,
                   gpu_bytes: int = 0) -> MemoryPlan:
     """The plan of one worker that merges ``recipe`` (or a model described by ``facts`` with ``n_models``
     merged of ``n_sources``) on ``device`` ("cpu" or "cuda"), and evaluates batches of ``batch_size`` on the
-    ``backend`` engine (``vllm``: its options, ``gpu_bytes`` for a GPU memory share)."""
+    ``backend`` engine (``vllm``: its ``VLLMOptions`` or their mapping, ``gpu_bytes`` for a GPU memory share)."""
     from evomerge.merge.sizes import CHUNK_ELEMS, cache_budget_bytes
 
     if recipe is not None:
@@ -161,7 +161,7 @@ VLLM_CPU_REST_WEIGHTS = 2.3
 VLLM_CPU_RELOAD_WEIGHTS = 0.7
 
 
-def vllm_eval_bytes(facts: ModelFacts, width: int, batch_size: int, vllm: dict, on_gpu: bool,
+def vllm_eval_bytes(facts: ModelFacts, width: int, batch_size: int, vllm: Any, on_gpu: bool,
                     gpu_bytes: int = 0) -> int:
     """A vLLM engine's memory beside one copy of its weights: the KV cache it is given, the weights' second form
     at rest (CPU), and the larger of two transients: the in-place reload's, or float32 logits of prompt

@@ -125,7 +125,7 @@ class RayExecutor(Executor):
             self.num_workers = self._ray.num_workers()
             import ray
 
-            if self.opts.address and getattr(WORKERS.get(spec.fitness.kind), "needs_models", True):
+            if self.opts.address and WORKERS.get(spec.fitness.kind).needs_models:
                 check_models_on_nodes(model_refs(spec), self._ray.host_nodes(), hub_env(self.opts),
                                       self.opts.start_timeout_s)
 

@@ -31,8 +31,8 @@ _Loader.add_constructor("!function", lambda loader, node: loader.construct_scala
 
 
 def _load(path: Path, depth: int = 0) -> dict[str, Any]:
-    if path.stat().st_size > MAX_YAML_BYTES:
-        raise TooLarge(f"task YAML {path} is too large to be a task ({path.stat().st_size} bytes)")
+    if (size := path.stat().st_size) > MAX_YAML_BYTES:  # refused before it is read
+        raise TooLarge(f"task YAML {path} is too large to be a task ({size} bytes)")
     cfg = parse_yaml(path.read_text(encoding="utf-8"), f"task YAML {path}", loader_class=_Loader)
     if not isinstance(cfg, dict):
         raise ValueError("not a mapping")

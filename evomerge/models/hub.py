@@ -68,6 +68,13 @@ def is_hub_name(ref: str) -> bool:
     return HubRef.parse(ref) is not None
 
 
+def hub_ref(ref: str) -> Optional[HubRef]:
+    """``ref`` as a hub model, or None when it is not a hub name or a local folder of that name shadows it (a
+    local path wins, as in ``resolve_model``)."""
+    h = HubRef.parse(ref)
+    return None if h is None or Path(ref).expanduser().exists() else h
+
+
 def display_name(ref: str) -> str:
     """``ref`` without its ``@revision`` (what a parameter name or a table shows)."""
     h = HubRef.parse(ref)
@@ -125,8 +132,8 @@ _PINS: dict[str, str] = {}
 def pin(ref: str) -> str:
     """``ref`` pinned to the commit it names now (unchanged when not a hub name or already a commit); asked
     once per process, so every place of one run gets the same commit."""
-    h = HubRef.parse(ref)
-    if h is None or h.pinned or Path(ref).expanduser().exists():
+    h = hub_ref(ref)
+    if h is None or h.pinned:
         return ref
     if ref not in _PINS:
         with headers_only():
@@ -173,7 +180,7 @@ def pinned_refs(data: Any) -> dict[str, str]:
 
 def hub_line(refs: list[str]) -> Optional[str]:
     """One line of the commits ``refs``' hub models resolve to (a preflight report line), None without any."""
-    hub = [r for r in dict.fromkeys(refs) if is_hub_name(r) and not Path(r).expanduser().exists()]
+    hub = [r for r in dict.fromkeys(refs) if hub_ref(r) is not None]
     if not hub:
         return None
     return "hub models: " + ", ".join(f"{display_name(r)}@{HubRef.parse(pin(r)).revision[:10]}" for r in hub)
@@ -181,8 +188,8 @@ def hub_line(refs: list[str]) -> Optional[str]:
 
 def missing_weight_bytes(ref: str, total: int) -> int:
     """Bytes of ``ref``'s weights a run still has to download (0: local folder, or already in the cache)."""
-    h = HubRef.parse(ref)
-    if h is None or Path(ref).expanduser().exists():
+    h = hub_ref(ref)
+    if h is None:
         return 0
     try:
         _snapshot(h, weights=True, local_only=True)
@@ -228,11 +235,15 @@ def _check_folder(h: HubRef, folder: Path, weights: bool, local_only: bool) -> N
     if any(folder.glob("*.safetensors")):
         return
     if any(p for pat in _PICKLED for p in folder.glob(pat)) or (not local_only and _pickle_only(h, folder.name)):
-        raise EvomergeError(f"model {h} has no safetensors weights (a pickle-only repository): evomerge never "
-                            "unpickles weights; convert it with transformers' save_pretrained() and give the folder")
+        raise _pickle_only_error(h.repo_id)
     reach = "HF_HUB_OFFLINE is set" if local_only else "the Hub cannot be reached"
     raise _NotCached(f"model {h}: the weights of commit {folder.name} are not in the Hugging Face cache "
                      f"({hub_cache()}) and {reach}; fetch them once with network (`hf download {h.repo_id}`)")
+
+
+def _pickle_only_error(repo_id: str) -> EvomergeError:
+    return EvomergeError(f"model {repo_id} has no safetensors weights (a pickle-only repository): evomerge never "
+                         "unpickles weights; convert it with transformers' save_pretrained() and give the folder")
 
 
 def _pickle_only(h: HubRef, commit: str) -> bool:
@@ -276,8 +287,15 @@ def _pin_error(h: HubRef, why: str) -> EvomergeError:
                       f"(`hf download {h.repo_id} --revision {h.revision}`) or start a new run")
 
 
+def _repo_folder(repo_id: str) -> str:
+    """``models--org--name``: a model's folder in the hub cache (and under evomerge's header cache)."""
+    from huggingface_hub.file_download import repo_folder_name
+
+    return repo_folder_name(repo_id=repo_id, repo_type="model")
+
+
 def _cached_ref(repo_id: str, ref: str) -> Optional[str]:
-    path = hub_cache() / f"models--{repo_id.replace('/', '--')}" / "refs" / ref
+    path = hub_cache() / _repo_folder(repo_id) / "refs" / ref
     try:
         return path.read_text().strip() or None
     except OSError:
@@ -290,7 +308,7 @@ def _header_folder(h: HubRef) -> Path:
 
     small = _snapshot(h, weights=False, local_only=offline())
     commit = commit_of(small)
-    out = home() / "hub-headers" / f"models--{h.repo_id.replace('/', '--')}" / commit
+    out = home() / "hub-headers" / _repo_folder(h.repo_id) / commit
     if (out / HEADERS_FILE).is_file():
         return out
     files = _fetch_headers(h.repo_id, commit)
@@ -317,9 +335,7 @@ def _fetch_headers(repo_id: str, commit: str) -> dict[str, dict[str, dict]]:
     try:
         meta = huggingface_hub.get_safetensors_metadata(repo_id, revision=commit)
     except errors.NotASafetensorsRepoError:
-        raise EvomergeError(f"model {repo_id} has no safetensors weights (a pickle-only repository): evomerge "
-                            "never unpickles weights; convert it with transformers' save_pretrained() and give "
-                            "the folder") from None
+        raise _pickle_only_error(repo_id) from None
     except Exception as exc:
         raise _hub_error(HubRef(repo_id, commit), exc, local_only=False) from None
     return {fname: {name: {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": list(t.data_offsets)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from evomerge.errors import EvomergeError
-from evomerge.models.hub import hub_folder, is_hub_name
+from evomerge.models.hub import hub_folder, hub_ref, is_hub_name
 
 ZOO_SCHEME = "zoo://"
 
@@ -42,4 +42,4 @@ def resolve_model(ref: str) -> str:
 def portable_ref(ref: str) -> str:
     """What another tool (mergekit) reads for ``ref``: a hub name as it is (``org/name@commit``: mergekit and
     transformers fetch it themselves), any other reference as its local folder."""
-    return ref if is_hub_name(ref) and not Path(ref).expanduser().exists() else resolve_model(ref)
+    return ref if hub_ref(ref) is not None else resolve_model(ref)

@@ -111,9 +111,9 @@ class MergeRecipe(_Strict):
                                             description="vocabularies that differ: the base's rows, or the union of "
                                                         "all")
     random_stream: Literal["evomerge", "mergekit"] = Field("evomerge",
-                                                           description="evomerge (counter-seeded, chunkable) or "
-                                                                       "mergekit (masks exactly as mergekit draws "
-                                                                       "them)")
+                                                           description="evomerge (a generator per seed, model "
+                                                                       "and tensor: merges in chunks) or mergekit "
+                                                                       "(masks exactly as mergekit draws them)")
 
     @model_validator(mode="after")
     def _check(self):

@@ -8,7 +8,7 @@ fails when either differs from what the models give, so the docs cannot drift fr
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import typing
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -18,6 +18,7 @@ from pydantic import BaseModel
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 REFERENCE = DOCS / "config-reference.md"
 SCHEMA = DOCS / "job-config.schema.json"
+log = logging.getLogger(__name__)
 
 
 def _sections() -> list[tuple[str, type[BaseModel], str]]:
@@ -138,12 +139,13 @@ def render_schema() -> str:
     return json.dumps(job_schema(), indent=1, sort_keys=True) + "\n"
 
 
-def main(argv: list[str]) -> int:
+def write() -> None:
+    """Rewrite both generated files from the models."""
     REFERENCE.write_text(render_reference())
     SCHEMA.write_text(render_schema())
-    print(f"wrote {REFERENCE} and {SCHEMA}")
-    return 0
+    log.info("wrote %s and %s", REFERENCE, SCHEMA)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    write()

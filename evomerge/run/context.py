@@ -94,13 +94,15 @@ class SearchContext:
             return key, recipe
         return key, recipe, self.item_requests.request(n_fit, n_fit if n_rank is None else n_rank)
 
-    def checkpoint(self, gen: int, step: Optional[int] = None, **extra: Any) -> None:
-        """Save the optimizer (as it is now, having seen the whole ledger) and schedule-specific state as
-        checkpoint number ``step`` (default ``gen``; the newest step wins on resume)."""
+    def checkpoint(self, gen: int, step: Optional[int] = None, n_records: Optional[int] = None,
+                   **extra: Any) -> None:
+        """Save the optimizer (as it is now) and schedule-specific state as checkpoint number ``step`` (default
+        ``gen``; the newest step wins on resume). ``n_records``: the ledger records the optimizer has been told
+        (default: the whole ledger; fewer while a resume replays records already in it)."""
+        told = len(self.ledger) if n_records is None else n_records
         save_checkpoint(self.run_dir / "checkpoints", gen if step is None else step, {
             "version": CHECKPOINT_VERSION, "config_sha": self.config_sha, "schedule": self.schedule, "gen": gen,
-            "optimizer": self.optimizer.state_dict(), "n_records": len(self.ledger), "elapsed_s": self.elapsed(),
-            **extra})
+            "optimizer": self.optimizer.state_dict(), "n_records": told, "elapsed_s": self.elapsed(), **extra})
         self.emit("checkpoint", gen=gen, n_evals=len(self.ledger))
 
 

@@ -77,7 +77,7 @@ def _preflight(cfg: RunConfig, run_dir: Optional[Path], resuming: bool) -> Prefl
     rep.checks.append(check_executor(cfg))
     if cfg.fitness.kind == "lm_eval":
         rep.checks.append(check_tasks(cfg.fitness))
-    if getattr(worker_cls, "needs_models", True):
+    if worker_cls.needs_models:
         from evomerge.spaces.dataflow import DataFlowSpace
 
         refs = _model_refs(cfg, space)
@@ -216,11 +216,10 @@ def check_space_layers(space, lead: str) -> None:
             check_layers(recipe, layout_of(ck))
         except EvomergeError as exc:
             raise ConfigError(f"search space: {exc} (is the space's num_layers the model's?)") from None
-        if hasattr(space, "check_modules"):
-            try:
-                space.check_modules(ck.names(), lead)
-            except EvomergeError as exc:
-                raise ConfigError(f"search space: {exc}") from None
+        try:
+            space.check_modules(ck.names(), lead)
+        except EvomergeError as exc:
+            raise ConfigError(f"search space: {exc}") from None
 
 
 # ---- evaluation engine --------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def pin_hub_models(cfg: RunConfig, run_dir: Path) -> RunConfig:
     from evomerge.execution.base import WORKERS
     from evomerge.models.hub import HubRef, pin, pin_all, pinned_refs
 
-    if not getattr(WORKERS.get(cfg.fitness.kind), "needs_models", True):
+    if not WORKERS.get(cfg.fitness.kind).needs_models:
         return cfg  # model references are only names to a fitness that loads no models
     data = cfg.model_dump(mode="json")
     held: dict[str, str] = {}

@@ -102,9 +102,7 @@ def stage_config(job: StagedConfig, index: int, run_dir: Path, warm_from_previou
     earlier = [s.name for s in job.stages[:index]]
 
     def best(name: str) -> dict[str, Any]:
-        if name not in earlier:
-            raise ConfigError(f"stage {stage.name!r} asks best_of {name!r}, which is not an earlier stage "
-                              f"(earlier: {', '.join(earlier) or 'none'})")
+        _earlier_stage(job, index, name)
         top = RunReport.load(run_dir / name).best()
         if top is None:
             raise EvomergeError(f"stage {name!r} has no successful candidate to build stage {stage.name!r} on")
@@ -120,6 +118,15 @@ def stage_config(job: StagedConfig, index: int, run_dir: Path, warm_from_previou
     data = _substitute(data, best)
     data["run_dir"] = None
     return run_config_from_dict(data)
+
+
+def _earlier_stage(job: StagedConfig, index: int, name: str) -> StageConfig:
+    """The stage a ``best_of: NAME`` of stage ``index`` names (one line when it is not an earlier stage)."""
+    earlier = {s.name: s for s in job.stages[:index]}
+    if name not in earlier:
+        raise ConfigError(f"stage {job.stages[index].name!r} asks best_of {name!r}, which is not an earlier stage "
+                          f"(earlier: {', '.join(earlier) or 'none'})")
+    return earlier[name]
 
 
 def _stage_data(stage: StageConfig) -> dict[str, Any]:
@@ -154,14 +161,10 @@ def plan_config(job: StagedConfig, index: int) -> tuple[RunConfig, Optional[str]
     stage's models, the same architecture and size) is planned as that stage's lead model. Returns the config
     and a note when a source was stood in for."""
     stage = job.stages[index]
-    by_name = {s.name: s for s in job.stages[:index]}
     stood_in: list[str] = []
 
     def lead_of(name: str) -> Any:
-        if name not in by_name:
-            raise ConfigError(f"stage {stage.name!r} asks best_of {name!r}, which is not an earlier stage "
-                              f"(earlier: {', '.join(by_name) or 'none'})")
-        data = _stage_data(by_name[name])
+        data = _stage_data(_earlier_stage(job, index, name))
         stood_in.append(name)
         return data.get("base") or (data.get("models") or [None])[0]
 

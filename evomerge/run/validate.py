@@ -25,7 +25,7 @@ def validate_run(cfg: RunConfig):
     executor_cls = EXECUTORS.get(cfg.executor.name)
     if hasattr(executor_cls, "validate_options"):  # typed executor options fail here, before any compute
         executor_cls.validate_options(cfg.executor.options)
-    if getattr(worker_cls, "needs_models", True):
+    if worker_cls.needs_models:
         from evomerge.models import resolve_model
         from evomerge.zoo.settings import unbuilt_zoo
 

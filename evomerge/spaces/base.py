@@ -59,6 +59,10 @@ class SearchSpace(ABC):
         recipe ``decode`` gives; a space that encodes nothing keeps this default."""
         return None
 
+    def check_modules(self, names: list[str], model: str) -> None:
+        """Refuse (one ConfigError line) module groups that match no tensor of ``model`` (``names``: its tensor
+        names); preflight calls it with the lead model. A space without module groups keeps this default."""
+
     # ---- generic helpers built on ``params`` -------------------------------------------------------------
 
     def size(self) -> int:

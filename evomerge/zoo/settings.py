@@ -171,12 +171,16 @@ def unbuilt_zoo(ref: str) -> str | None:
     return None if m is not None and m.get("hash") == path.name.rsplit("-", 1)[1] else variant
 
 
+def llama_fields(m: ModelSettings, vocab_size: int) -> dict:
+    """The ``LlamaConfig`` fields that size a zoo model (token ids aside): what training builds and what
+    ``evomerge plan`` sizes before a zoo is built."""
+    return {"vocab_size": vocab_size, "hidden_size": m.hidden_size, "intermediate_size": m.intermediate_size,
+            "num_hidden_layers": m.num_layers, "num_attention_heads": m.num_heads, "num_key_value_heads": m.num_heads,
+            "max_position_embeddings": m.max_position_embeddings, "tie_word_embeddings": False}
+
+
 def planned_config(variant: str) -> dict:
     """config.json fields of a variant's models before it is built (what ``evomerge plan`` sizes)."""
     from evomerge.zoo.tokenizer import vocab
 
-    m = VARIANTS[variant].model
-    return {"model_type": "llama", "hidden_size": m.hidden_size, "intermediate_size": m.intermediate_size,
-            "num_hidden_layers": m.num_layers, "num_attention_heads": m.num_heads,
-            "num_key_value_heads": m.num_heads, "vocab_size": len(vocab()),
-            "max_position_embeddings": m.max_position_embeddings, "tie_word_embeddings": False, "dtype": "float32"}
+    return {"model_type": "llama", "dtype": "float32", **llama_fields(VARIANTS[variant].model, len(vocab()))}

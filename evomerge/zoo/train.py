@@ -10,7 +10,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from evomerge.zoo.decode import exact_match
-from evomerge.zoo.settings import Calibration, ModelSettings, TrainSettings  # noqa: F401 (re-exported)
+from evomerge.zoo.settings import Calibration, ModelSettings, TrainSettings, llama_fields  # noqa: F401 (re-exported)
 from evomerge.zoo.skills import Skill
 from evomerge.zoo.tokenizer import EOS, PAD, BOS, vocab
 
@@ -21,14 +21,7 @@ def make_model(settings: ModelSettings, seed: int) -> LlamaForCausalLM:
     """A freshly initialised Llama model over the char vocabulary (deterministic for a seed)."""
     v = vocab()
     config = LlamaConfig(
-        vocab_size=len(v),
-        hidden_size=settings.hidden_size,
-        intermediate_size=settings.intermediate_size,
-        num_hidden_layers=settings.num_layers,
-        num_attention_heads=settings.num_heads,
-        num_key_value_heads=settings.num_heads,
-        max_position_embeddings=settings.max_position_embeddings,
-        tie_word_embeddings=False,
+        **llama_fields(settings, len(v)),
         pad_token_id=v[PAD],
         bos_token_id=v[BOS],
         eos_token_id=v[EOS],
