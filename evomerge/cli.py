@@ -27,10 +27,12 @@ from evomerge.errors import EvomergeError
 VERBS: dict[str, tuple[str, str]] = {
     "bank": ("evomerge.fitness.bank_cli", "Item banks as files: show one, merge two."),
     "check": ("evomerge.run.cli", "Preflight a job config: every check that needs no compute."),
+    "dashboard": ("evomerge.tracking.cli", "optuna-dashboard on a run: trials, history, Pareto front, live."),
     "demo": ("evomerge.run.cli", "Build the tiny zoo if missing, search a merge recipe, compare on TEST."),
     "export": ("evomerge.run.cli", "Re-evaluate the chosen candidates on the TEST split and write them out."),
     "merge": ("evomerge.merge.cli", "Merge a recipe (evomerge or mergekit YAML) into an HF folder."),
     "plan": ("evomerge.execution.plan_cli", "Memory plan of a job per worker and per node, before any compute."),
+    "report": ("evomerge.run.cli", "One self-contained HTML page of a run: progress, front, winner, finalists."),
     "resume": ("evomerge.run.cli", "Continue a run from its latest intact checkpoint."),
     "run": ("evomerge.run.cli", "Run the search (or staged job) described by CONFIG."),
     "status": ("evomerge.run.cli", "Progress, best candidates and Pareto front of a run."),

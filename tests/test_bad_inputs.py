@@ -77,6 +77,11 @@ CONFIGS = [
     ("optimizer-unknown", syn(optimizer=opt(name="adam"))),
     ("optimizer-population-zero", syn(optimizer=opt(population=0))),
     ("optimizer-unknown-option", syn(optimizer=opt(options={"sigma": 0.3}))),
+    ("tracker-unknown", syn(tracking=["tensorboardx"])),
+    ("tracker-twice", syn(tracking=["mlflow", {"name": "mlflow"}])),
+    ("tracker-unknown-option", syn(tracking=[{"name": "mlflow", "options": {"uri": "http://x"}}])),
+    ("tracker-bad-mode", syn(tracking=[{"name": "wandb", "options": {"mode": "sometimes"}}])),
+    ("tracker-not-a-list", syn(tracking="wandb")),
     ("cma-option-misspelled", syn(optimizer=opt(options={"cma_options": {"popsizee": 3}}))),
     ("cma-option-string", syn(optimizer=opt(options={"cma_options": {"tolfun": "1e-3"}}))),
     ("cma-option-code", syn(optimizer=opt(options={"cma_options": {"maxiter": "__import__('os').getcwd()"}}))),
@@ -275,6 +280,8 @@ def test_run_dir_holding_another_run_is_refused_untouched(tmp_path, monkeypatch)
     ["run"], ["status", "{tmp}/empty", "--top", "many"],
     ["bank", "show", "{tmp}/nowhere"], ["bank", "show", "{tmp}/empty"], ["bank", "show", "{tmp}/afile"],
     ["bank", "merge", "{tmp}/empty", "{tmp}/nowhere", "{tmp}/out"],
+    ["dashboard", "{tmp}/nowhere"], ["dashboard", "{tmp}/empty"], ["dashboard", "{tmp}/empty", "--port", "99999"],
+    ["report", "{tmp}/nowhere"], ["report", "{tmp}/empty"],
 ], ids=lambda a: "-".join(x.replace("{tmp}/", "") for x in a))
 def test_bad_cli_arguments_are_one_error_line(argv, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -117,3 +117,16 @@ def test_a_later_stage_starts_from_the_previous_stage_winner(tmp_path):
     assert _space(cfg).decode(point).model_dump() != best["recipe"]  # finer groups ...
     assert all(point[f"a.L{i}-{i}.weight"] == best["point"][f"a.L{2 * (i // 2)}-{2 * (i // 2) + 1}.weight"]
                for i in range(4))  # ... holding the same values
+
+
+def test_more_warm_starts_than_a_cma_generation_holds_are_spread_over_generations(tmp_path):
+    # pycma adds its own injection (TPA's step-size probe) from the second generation on: with 7 warm starts and a
+    # population of 3 it once returned 4 points for an ask of 3
+    cfg = run_config_from_dict(config(space=LAMBDA, optimizer={"name": "cma", "population": 3},
+                                      budget={"evaluations": 15}, fitness={"kind": "synthetic", "tasks": ["a", "b", "c"]}))
+    expected = warm_start_points(cfg, _space(cfg))
+    run_search(cfg, tmp_path / "r")
+    recs = Ledger(tmp_path / "r" / "ledger.jsonl").records()
+    assert len(recs) == 15 and all(r["status"] == "ok" for r in recs)
+    assert [(r["origin"], r["point"]) for r in recs if "origin" in r] == [(lab, p) for lab, p in expected]
+    assert [sum(r["gen"] == g for r in recs) for g in range(5)] == [3] * 5

@@ -121,7 +121,7 @@ class Optimizer(ABC):
     def ask(self, n: int) -> list[Point]:
         """``n`` new points to evaluate (each must come back through ``tell``); enqueued points first."""
         n = int(n)
-        served = self._queue[:n]
+        served = self._queue[:self._injectable(n)]
         if served:
             self._inject([p for p, _ in served])
         rest = self._ask(n)
@@ -136,6 +136,10 @@ class Optimizer(ABC):
         del self._queue[:len(served)]
         self._pending.extend((_key(p), h) for p, h in pairs)
         return [p for p, _ in pairs]
+
+    def _injectable(self, n: int) -> int:
+        """How many enqueued points an ask of ``n`` may carry (the rest wait for the next ask)."""
+        return n
 
     def tell(self, points: Sequence[Point], values: Sequence[Sequence[float] | float]) -> None:
         """Objective values (natural orientation, one list per point) for points from ``ask``."""

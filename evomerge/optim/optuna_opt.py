@@ -43,6 +43,22 @@ def _make_sampler(name: str, seed: int, population: int, extra: dict[str, Any]):
         raise ConfigError(f"bad optuna sampler_options for {name!r}: {exc}") from None
 
 
+def param_distribution(p):
+    """The optuna distribution of one search parameter (what optuna samples, and how the run's optuna journal
+    shows it: ``evomerge.tracking.optuna_journal``)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(p, FloatParam):
+        return FloatDistribution(p.low, p.high, log=p.log)
+    if isinstance(p, IntParam):
+        return IntDistribution(p.low, p.high)
+    if isinstance(p, BoolParam):
+        return CategoricalDistribution([False, True])
+    if isinstance(p, CategoricalParam):
+        return CategoricalDistribution(p.choices)
+    raise ConfigError(f"optuna cannot sample parameter type {type(p).__name__}")
+
+
 @OPTIMIZERS.register("optuna")
 class Optuna(Optimizer):
     Options = OptunaOptions
@@ -63,20 +79,19 @@ class Optuna(Optimizer):
         return _make_sampler(self.options.sampler, self.seed, self.population, dict(self.options.sampler_options))
 
     def _suggest(self, trial) -> dict[str, Any]:
+        from optuna.distributions import CategoricalDistribution, FloatDistribution
+
         point: dict[str, Any] = {}
         for p in self.space.params:
             if not p.is_active(point):
                 continue
-            if isinstance(p, FloatParam):
-                point[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log)
-            elif isinstance(p, IntParam):
-                point[p.name] = trial.suggest_int(p.name, p.low, p.high)
-            elif isinstance(p, BoolParam):
-                point[p.name] = trial.suggest_categorical(p.name, [False, True])
-            elif isinstance(p, CategoricalParam):
-                point[p.name] = trial.suggest_categorical(p.name, p.choices)
+            d = param_distribution(p)
+            if isinstance(d, FloatDistribution):
+                point[p.name] = trial.suggest_float(p.name, d.low, d.high, log=d.log)
+            elif isinstance(d, CategoricalDistribution):
+                point[p.name] = trial.suggest_categorical(p.name, list(d.choices))
             else:
-                raise ConfigError(f"optuna cannot sample parameter type {type(p).__name__}")
+                point[p.name] = trial.suggest_int(p.name, d.low, d.high)
         return point
 
     def _inject(self, points):

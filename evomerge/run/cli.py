@@ -1,4 +1,5 @@
-"""CLI verbs ``run``, ``resume``, ``status``, ``export`` and ``demo`` (registered on ``evomerge.cli.cli``)."""
+"""CLI verbs ``run``, ``resume``, ``check``, ``status``, ``report``, ``export`` and ``demo`` (registered on
+``evomerge.cli.cli``)."""
 
 from __future__ import annotations
 
@@ -173,6 +174,20 @@ def status_cmd(run_dir: Path, top: int, no_plots: bool) -> None:
 
         for p in write_plots(rep):
             out.print(f"plot: {p}")
+
+
+@cli.command("report")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--html", "html", is_flag=True, default=True, help="One self-contained HTML page (the default, for now "
+              "the only format).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write it (default RUN_DIR/report.html).")
+def report_cmd(run_dir: Path, html: bool, out: Optional[Path]) -> None:
+    """One self-contained HTML page of a run (opens without network): config, progress and hypervolume, the
+    Pareto front with test scores where known, the winner's recipe per layer and model, the finalists."""
+    from evomerge.run.html_report import write_html_report
+
+    click.echo(f"report: {write_html_report(run_dir, out)}")
 
 
 @cli.command("export")

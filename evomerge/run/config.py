@@ -131,6 +131,19 @@ class ExecutorConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="options of the executor (ray: see RayOptions)")
 
 
+class TrackerConfig(_Strict):
+    """An experiment tracker the search logs to (``evomerge.tracking``); a bare name stands for
+    ``{name: NAME}``."""
+
+    name: str = Field(description="tracker plugin: wandb, mlflow (or a third-party one)")
+    options: dict[str, Any] = Field(default_factory=dict, description="options of the tracker")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, v):
+        return {"name": v} if isinstance(v, str) else v
+
+
 class RunConfig(_Strict):
     """A search job. ``space`` is a shipped name, a YAML path, or a mapping (``preset`` + overrides)."""
 
@@ -157,6 +170,9 @@ class RunConfig(_Strict):
     finalists: FinalistsConfig = Field(FinalistsConfig(),
                                        description="after the budget: the best candidates re-scored on fresh items "
                                                    "name the winner")
+    tracking: list[TrackerConfig] = Field(default_factory=list,
+                                          description="experiment trackers that watch the search (wandb, mlflow); "
+                                                      "the optuna journal for `evomerge dashboard` is always kept")
     # config.json fields of the models (model_type, hidden_size, ...): lets `evomerge plan` size a job whose
     # models are not on this machine; ignored when they are
     architecture: Optional[dict[str, Any]] = Field(None,
@@ -176,6 +192,9 @@ class RunConfig(_Strict):
             raise ValueError(f"objectives listed twice: {names}")
         if self.budget is None:
             raise ValueError("budget is missing: set evaluations, generations and/or wall_time_s")
+        trackers = [t.name for t in self.tracking]
+        if len(set(trackers)) != len(trackers):
+            raise ValueError(f"trackers listed twice: {trackers}")
         return self
 
     @property

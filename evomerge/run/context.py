@@ -45,6 +45,7 @@ class SearchContext:
     # OnlineFitness for the online item bank (run/online.py), GenerationSamples for resample: generation
     # (run/resample.py); None when the worker picks its own items
     item_requests: Any = None
+    tracking: Any = None  # evomerge.tracking.Tracking: told each record as it lands
     _executor: Optional[Executor] = None
 
     @property
@@ -83,6 +84,8 @@ class SearchContext:
         if res.fidelity:  # online bank: items answered, std error, racing level (run/online.py)
             rec["fidelity"] = res.fidelity
         rec = self.ledger.append(rec)
+        if self.tracking is not None:
+            self.tracking.candidate(rec)
         self.emit("candidate", gen=gen, record=rec, n_evals=len(self.ledger))
         return rec
 

@@ -114,14 +114,32 @@ def _search(cfg: RunConfig, run_dir: Path, space, optimizer, progress: Optional[
         raise EvomergeError(f"ledger of {run_dir} has {len(ctx.ledger)} records but the checkpoint counts "
                             f"{n_records}; the ledger was truncated")
     ctx.t_start = time.monotonic() - ctx.state.get("elapsed_s", 0.0)
+    ctx.tracking = _start_tracking(ctx, resumed=ckpt is not None)
+    status = "failed"
     try:
         _start_item_requests(ctx)
         gen = (run_steady_state if schedule == "steady_state" else run_generational)(ctx)
         evaluate_recommendation(ctx, gen)
         score_finalists(ctx)
+        ctx.tracking.finish()
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
     finally:
         ctx.close()
+        ctx.tracking.close(status)
     ctx.emit("done", gen=gen, n_evals=len(ctx.ledger))
+
+
+def _start_tracking(ctx: SearchContext, resumed: bool):
+    """The optuna journal mirror and the configured trackers, handed the ledger so far."""
+    from evomerge.tracking import TrackedRun, Tracking
+
+    run = TrackedRun(name=ctx.cfg.name, run_dir=ctx.run_dir, config=ctx.cfg.model_dump(mode="json"),
+                     objectives=[o.metric for o in ctx.cfg.objectives], directions=ctx.cfg.directions,
+                     params=ctx.space.names(), resumed=resumed)
+    return Tracking(run, ctx.space, ctx.cfg.tracking, ctx.ledger.records())
 
 
 def _start_item_requests(ctx: SearchContext) -> None:

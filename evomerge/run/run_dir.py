@@ -22,10 +22,10 @@ def default_run_dir(cfg: RunConfig) -> Path:
 
 
 def identity(cfg: RunConfig) -> dict[str, Any]:
-    """The parts of a config that define *which* run it is (budget, run_dir, the executor and the finalists
-    may change on resume: a run can go on with more workers or on a cluster)."""
+    """The parts of a config that define *which* run it is (budget, run_dir, the executor, the finalists and the
+    trackers may change on resume: a run can go on with more workers, on a cluster, watched by another tool)."""
     d = cfg.model_dump(mode="json")
-    for key in ("budget", "run_dir", "description", "executor", "finalists"):
+    for key in ("budget", "run_dir", "description", "executor", "finalists", "tracking"):
         d.pop(key, None)
     return d
 

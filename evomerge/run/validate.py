@@ -22,6 +22,9 @@ def validate_run(cfg: RunConfig):
         if o.metric not in known:
             raise ConfigError(f"objective metric {o.metric!r} is not reported by fitness {cfg.fitness.kind!r} "
                               f"(known: {', '.join(known)})")
+    from evomerge.tracking.base import check_trackers
+
+    check_trackers(cfg.tracking)
     executor_cls = EXECUTORS.get(cfg.executor.name)
     if hasattr(executor_cls, "validate_options"):  # typed executor options fail here, before any compute
         executor_cls.validate_options(cfg.executor.options)
