@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from evomerge.fsutil import atomic_write
+from evomerge.fsutil import NO_SPACE, atomic_write
 from evomerge.tracking.base import TRACKERS, RunSummary, TrackedRun, Tracker, lean, tracker_options
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,11 @@ class TrackerThread:
             except Exception as exc:  # noqa: BLE001 - a tracker must never stop the search
                 self.failed = True
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                log.warning("tracker %s failed in %s (%s: %s); the search goes on without it", self.name, method,
-                            type(exc).__name__, first)
+                # the journal mirror on a full disk: the ledger's next write fails with the one error line that
+                # says so, and the mirror is rebuilt from the ledger on resume
+                quiet = self.name == "optuna_journal" and getattr(exc, "errno", None) in NO_SPACE
+                log.log(logging.INFO if quiet else logging.WARNING, "tracker %s failed in %s (%s: %s); the search "
+                        "goes on without it", self.name, method, type(exc).__name__, first)
 
     def _logged(self, eval_id: int) -> None:
         self.tracker.state["logged_through"] = max(eval_id, self.tracker.state.get("logged_through", -1))
