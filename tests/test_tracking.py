@@ -266,6 +266,27 @@ def test_mlflow_server_and_wandb_offline_get_one_entry_per_candidate(mlflow_serv
                                                            for r in records]
 
 
+def test_mlflow_default_local_store_logs_into_the_same_run_after_a_resume(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = run_config_from_dict(config(budget={"evaluations": 6}, tracking=["mlflow"],
+                                      fitness={"kind": "synthetic", "tasks": ["a", "b"]}))
+    run_dir = run_search(cfg, tmp_path / "run")
+    state = json.loads((run_dir / "tracking" / "mlflow.json").read_text())
+    state["logged_through"] = 3  # as if killed after logging candidate 5 but before noting it
+    (run_dir / "tracking" / "mlflow.json").write_text(json.dumps(state))
+    resume(run_dir, budget={"evaluations": 10})
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'tracking' / 'mlflow.db'}")
+    parent = client.get_run(state["run_id"])
+    children = client.search_runs([parent.info.experiment_id], max_results=100,
+                                  filter_string=f"tags.mlflow.parentRunId = '{state['run_id']}'")
+    assert sorted(int(c.data.tags["evomerge.eval_id"]) for c in children) == list(range(10))  # none twice
+    assert len(client.search_runs([parent.info.experiment_id], filter_string="tags.mlflow.runName = 'resume-test'"))\
+        == 1
+    assert json.loads((run_dir / "tracking" / "mlflow.json").read_text())["logged_through"] == 9
+
+
 class Exploding(Tracker):
     def candidate(self, record):
         if record["eval_id"] >= 2:

@@ -29,6 +29,17 @@ def expand_modules(entries: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def module_label(filters: Iterable[str]) -> str:
+    """A module group's filters named back by role where they are one (``attention``; else the filters)."""
+    left = list(dict.fromkeys(filters))
+    parts = []
+    for role, fs in ROLE_FILTERS.items():
+        if set(fs) <= set(left):
+            parts.append(role)
+            left = [f for f in left if f not in fs]
+    return "+".join(parts + [f.strip(".") for f in left])
+
+
 def matching(filters: Iterable[str], names: Iterable[str]) -> list[str]:
     """The names any of ``filters`` matches."""
     filters = list(filters)

@@ -56,7 +56,7 @@ def recipe_figure(grids: list[Grid]):
     if not grids:
         return None
     height = sum(0.9 + 0.32 * len(g.rows) for g in grids)
-    width = max(5.0, min(16.0, 2.8 + 0.45 * max(len(g.cols) for g in grids)))
+    width = max(6.0, min(16.0, 3.2 + 0.45 * max(len(g.cols) for g in grids)))
     fig, axes = plt.subplots(len(grids), 1, figsize=(width, height), squeeze=False)
     for ax, g in zip(axes[:, 0], grids):
         im = ax.imshow(g.values, aspect="auto", cmap="viridis", interpolation="nearest")

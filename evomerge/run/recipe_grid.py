@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from evomerge.models.roles import module_label
 from evomerge.recipe import recipe_from_dict
 from evomerge.recipe.dataflow import DataFlowRecipe
 from evomerge.recipe.merge import MergeRecipe
@@ -70,15 +71,16 @@ def _merge_grids(r: MergeRecipe, n_layers: Optional[int], prefix: str) -> list[G
         rows, values = [], []
         for m in r.models:
             for g in groups:
-                rows.append(short_name(m.model) + (f" {'/'.join(g)}" if g is not None and len(groups) > 1 else ""))
-                module = f".{g[0]}" if g else ""
+                label = f" {module_label(g)}" if g is not None and len(groups) > 1 else ""
+                rows.append(short_name(m.model) + label)
+                module = f".{g[0].strip('.')}" if g else ""
                 row = []
                 for li in layers:
                     tensor = f"model.layers.{li if li is not None else 0}{module}.weight"
                     v = r.resolve_params(m.model, tensor, li if li is not None else "from_name").get(name)
                     row.append(float(v) if _numeric(v) else NAN)
                 values.append(row)
-        out.append(Grid(f"{prefix}{r.method}: {name} per layer and model", rows, cols, values))
+        out.append(Grid(f"{prefix}{r.method}: {name}", rows, cols, values))
     return out
 
 

@@ -144,5 +144,6 @@ def run_summary(run_dir: Path, plots: bool = True) -> RunSummary:
 
         paths = write_plots(rep)
     best = rep.best()
-    return RunSummary(winner=lean(best) if best else None, front=[lean(r) for r in rep.front()], per_generation=rep.per_generation(),
+    return RunSummary(winner=lean(best) if best else None, front=[lean(r) for r in rep.front()],
+                      per_generation=rep.per_generation(),
                       test_scores=rep.test_scores(), plots=paths)

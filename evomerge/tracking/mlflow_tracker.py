@@ -53,9 +53,10 @@ class MlflowTracker(Tracker):
         self._best: list[Optional[float]] = [None] * len(self.run.objectives)
         run_id = self.state.get("run_id")
         logged: set[int] = set()
-        if run_id:
+        if run_id:  # a resumed search: the same parent run, running again
             self._parent = run_id
             self._exp = c.get_run(run_id).info.experiment_id
+            c.update_run(run_id, status="RUNNING")
             if self.options.child_runs:
                 logged = self._children()
         else:
@@ -122,7 +123,8 @@ class MlflowTracker(Tracker):
 
     def close(self, status: str) -> None:
         if getattr(self, "_parent", None):
-            self._client.set_terminated(self._parent, {"finished": "FINISHED", "failed": "FAILED"}.get(status, "KILLED"))
+            state = {"finished": "FINISHED", "failed": "FAILED"}.get(status, "KILLED")
+            self._client.set_terminated(self._parent, state)
 
 
 def _log_batch(client, run_id: str, params: Optional[dict[str, Any]] = None,
