@@ -145,6 +145,10 @@ def test_optuna_dashboard_serves_the_runs_trials(ci_zoo, tmp_path):
     run_dir = tmp_path / "run"
     run_search(run_config_from_dict(ci_zoo_job("dash")), run_dir)
     records = Ledger(run_dir / "ledger.jsonl").records()
+    from evomerge.run.html_report import write_html_report
+
+    html = write_html_report(run_dir).read_text()  # two objectives: the front's plot and table too
+    assert "<h2>Pareto front</h2>" in html and html.count("data:image/png;base64,") == 3
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "evomerge.cli", "dashboard", str(run_dir), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
