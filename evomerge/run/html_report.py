@@ -31,20 +31,18 @@ def _png(fig) -> Optional[str]:
 
 
 def _layers(rep: RunReport) -> Optional[int]:
-    """Decoder layers of the lead model, when its config.json is here (else the recipe's overrides tell)."""
+    """Decoder layers of the lead model when its config.json is on this machine (a local folder or a built zoo;
+    a report fetches and builds nothing); else None, and the recipe's per-layer overrides tell."""
     from evomerge.errors import EvomergeError
+    from evomerge.models import resolve_model
+    from evomerge.models.hub import is_hub_name
+    from evomerge.zoo.settings import unbuilt_zoo
 
+    ref = rep.config.base or rep.config.models[0]
+    if is_hub_name(ref) or (ref.startswith("zoo://") and unbuilt_zoo(ref) is not None):
+        return None
     try:
-        from evomerge.models import resolve_model
-        from evomerge.models.hub import headers_only
-
-        from evomerge.zoo.settings import unbuilt_zoo
-
-        ref = rep.config.base or rep.config.models[0]
-        if ref.startswith("zoo://") and unbuilt_zoo(ref) is not None:
-            return None  # a report never builds a zoo
-        with headers_only():
-            path = resolve_model(ref)
+        path = resolve_model(ref)
         data = json.loads((Path(path) / "config.json").read_text())
         return int(data.get("num_hidden_layers") or data.get("text_config", {}).get("num_hidden_layers"))
     except (EvomergeError, OSError, ValueError, TypeError, KeyError):

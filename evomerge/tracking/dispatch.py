@@ -23,6 +23,7 @@ from evomerge.tracking.base import TRACKERS, RunSummary, TrackedRun, Tracker, le
 log = logging.getLogger(__name__)
 #: how long ``close`` waits for a tracker to log what is queued (the search itself never waits)
 CLOSE_TIMEOUT_S = 120.0
+ABORT_TIMEOUT_S = 10.0
 _STOP = object()
 
 
@@ -125,7 +126,11 @@ class Tracking:
         for t in self.threads:
             t.put("finish", summary)
 
-    def close(self, status: str, timeout: float = CLOSE_TIMEOUT_S) -> None:
+    def close(self, status: str, timeout: Optional[float] = None) -> None:
+        """Tell every tracker the run ended (``status``: finished, failed, interrupted) and wait for their queues
+        (up to CLOSE_TIMEOUT_S after a finished search, ABORT_TIMEOUT_S after Ctrl-C or an error)."""
+        if timeout is None:
+            timeout = CLOSE_TIMEOUT_S if status == "finished" else ABORT_TIMEOUT_S
         deadline = time.monotonic() + timeout
         for t in self.threads:
             t.put("close", status)
