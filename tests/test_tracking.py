@@ -173,6 +173,27 @@ def test_optuna_dashboard_serves_the_runs_trials(ci_zoo, tmp_path):
         proc.wait(timeout=20)
 
 
+def test_an_open_dashboard_follows_a_resumed_search(tmp_path):
+    run_dir = run_search(run_config_from_dict(config(budget={"evaluations": 5})), tmp_path / "run")
+    proc = subprocess.Popen([sys.executable, "-m", "evomerge.cli", "dashboard", str(run_dir), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        base = proc.stdout.readline().decode().split()[1].rsplit("/dashboard", 1)[0]
+        assert len(get_json(f"{base}/api/studies/0?after=0")["trials"]) == 5
+        with open(journal_path(run_dir), "ab") as fh:  # a kill -9 in the middle of appending a trial
+            fh.write(b'{"op_code":4,"worker_id":"x","study_id":0,"datetime_st')
+        assert len(get_json(f"{base}/api/studies/0?after=0")["trials"]) == 5
+        resume(run_dir, budget={"evaluations": 9})  # the same dashboard, not restarted, sees every trial
+        deadline = time.time() + 30  # optuna-dashboard caches a study's trials for 2-10 s
+        while len(trials := get_json(f"{base}/api/studies/0?after=0")["trials"]) < 9 and time.time() < deadline:
+            time.sleep(0.5)
+        assert [t["values"] for t in trials] == [r["values"] for r in Ledger(run_dir / "ledger.jsonl")]
+        assert len(trials) == 9
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def _front(run_dir):
     from evomerge.run.report import RunReport
 
