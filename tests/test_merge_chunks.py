@@ -85,3 +85,38 @@ def test_sources_are_memory_mapped_views(tiny_models):
     v1, v2 = ck.view(name), ck.view(name)
     assert v1.data_ptr() == v2.data_ptr()  # both read the one mapping: no per-call copy
     assert torch.equal(v1, ck.get(name, torch.float32))
+
+
+@pytest.mark.parametrize("method", METHODS + ["dare_linear"])
+def test_merge_threads_never_change_a_bit(method, tiny_models):
+    from transformers import AutoModelForCausalLM
+
+    r = recipe(method, tiny_models)
+    if method == "dare_linear":
+        r = recipe_from_dict({**r.model_dump(), "random_stream": "mergekit"})  # drawn in name order: serial
+    models, before = [], torch.get_num_threads()
+    for threads in (1, 3):
+        merger = InMemoryMerger(list(tiny_models.values()), cache_budget=20_000, threads=threads)
+        assert (merger.pool is not None) == (threads > 1)
+        model = AutoModelForCausalLM.from_pretrained(tiny_models["base"])
+        for _ in range(2):  # the second merge reads what the first one cached
+            merger.merge_into(r, model)
+        models.append(model.state_dict())
+    assert torch.get_num_threads() == before  # the caller's torch threads are left as they were
+    for name, t in models[0].items():
+        assert torch.equal(models[1][name], t), name
+    streamed = [dict(InMemoryMerger(list(tiny_models.values()), threads=n).iter_merged(r)) for n in (1, 3)]
+    assert list(streamed[0]) == list(streamed[1])  # in checkpoint order
+    assert all(torch.equal(streamed[1][k], v) for k, v in streamed[0].items())
+
+
+@pytest.mark.parametrize("method", ["ties", "dare_ties", "della"])
+def test_export_threads_never_change_a_byte(method, tiny_models, tmp_path):
+    from evomerge.merge import export_recipe
+
+    r = recipe(method, tiny_models)
+    files = []
+    for n in (1, 3):
+        out = export_recipe(r, tmp_path / f"t{n}", threads=n, shard_size="20KB")
+        files.append({p.name: p.read_bytes() for p in sorted(out.glob("*.safetensors"))})
+    assert len(files[0]) > 1 and files[0] == files[1]

@@ -4,7 +4,7 @@ how many workers fit on this node (or the Ray cluster), and a one-line refusal f
 The arithmetic follows the worker's memory design (``evomerge.merge.memory``): sources are memory-mapped (page
 cache, one copy per node, not counted per worker); the live model is the one full-size allocation (on the GPU,
 or on the host for a CPU worker); the merge scratch is ``(4 n + 6)`` chunk buffers of ``CHUNK_ELEMS`` float32
-(n = models merged), plus two pinned staging chunks per source on the host for a GPU worker; the cache is
+(n = models merged) per merge thread (a CPU worker merges tensors side by side on its torch threads), plus two pinned staging chunks per source on the host for a GPU worker; the cache is
 whatever its budget allows; evaluation activations are an estimate (logits of one batch of ``EVAL_TOKENS``
 tokens in float32, plus the KV cache). ``benchmarks/worker_scale.py`` compares this to measured peaks. With
 ``fitness.backend: vllm`` the evaluation part is the engine's (``vllm_eval_bytes``: its KV cache as the engine
@@ -14,6 +14,7 @@ sizes it, and on the CPU its packed weights and reload; ``benchmarks/eval_speed.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -118,13 +119,22 @@ def _facts(cfg: dict, params: int, stored: int, dtype: str) -> ModelFacts:
                       max_positions=int(text.get("max_position_embeddings") or 2048))
 
 
+def worker_threads(ray_opts=None) -> int:
+    """The torch threads a CPU worker runs with, and so its merge threads: a Ray actor's ``torch_threads`` (else
+    its CPUs); in-process, torch's default (this machine's cores at most)."""
+    if ray_opts is not None:
+        return max(1, ray_opts.torch_threads or math.ceil(ray_opts.num_cpus))
+    return max(1, os.cpu_count() or 1)
+
+
 def worker_memory(recipe=None, device: str = "cpu", cache_budget=0, live_dtype: Optional[str] = None,
                   batch_size: int = 0, facts: Optional[ModelFacts] = None, n_models: Optional[int] = None,
                   n_sources: Optional[int] = None, backend: str = "hf", vllm: Any = None,
-                  gpu_bytes: int = 0) -> MemoryPlan:
+                  gpu_bytes: int = 0, merge_threads: int = 1) -> MemoryPlan:
     """The plan of one worker that merges ``recipe`` (or a model described by ``facts`` with ``n_models``
     merged of ``n_sources``) on ``device`` ("cpu" or "cuda"), and evaluates batches of ``batch_size`` on the
-    ``backend`` engine (``vllm``: its ``VLLMOptions`` or their mapping, ``gpu_bytes`` for a GPU memory share)."""
+    ``backend`` engine (``vllm``: its ``VLLMOptions`` or their mapping, ``gpu_bytes`` for a GPU memory share).
+    ``merge_threads``: CPU threads merging tensors side by side, each with its own scratch."""
     from evomerge.merge.sizes import CHUNK_ELEMS, cache_budget_bytes
 
     if recipe is not None:
@@ -134,11 +144,11 @@ def worker_memory(recipe=None, device: str = "cpu", cache_budget=0, live_dtype: 
     dtype = live_dtype if live_dtype not in (None, "auto") else facts.dtype
     width = DTYPE_BYTES.get(dtype, 4)
     model_bytes = facts.params * width
-    workspace = (4 * n_models + 6) * CHUNK_ELEMS * 4
+    on_gpu = device.startswith("cuda")
+    workspace = (4 * n_models + 6) * CHUNK_ELEMS * 4 * (1 if on_gpu else max(1, merge_threads))
     cache = cache_budget_bytes(cache_budget, "cpu")
     if cache is None:  # unlimited: task vectors of every source in float32, the largest thing it can hold
         cache = n_models * facts.params * 4
-    on_gpu = device.startswith("cuda")
     if backend == "vllm":
         eval_bytes = vllm_eval_bytes(facts, width, batch_size, vllm or {}, on_gpu, gpu_bytes)
     else:
@@ -281,7 +291,8 @@ def _plan_job(cfg, host_bytes: Optional[int], n_gpus: Optional[int], gpu_bytes: 
     w = worker_memory(device="cuda" if on_gpu else "cpu", cache_budget=budget, live_dtype=fit.dtype,
                       batch_size=fit.batch_size, facts=facts,
                       n_models=len([m for m in cfg.models if m != cfg.base]), n_sources=len(sources),
-                      backend=backend, vllm=fit.vllm, gpu_bytes=gpu_bytes or 0)
+                      backend=backend, vllm=fit.vllm, gpu_bytes=gpu_bytes or 0,
+                      merge_threads=worker_threads(ray_opts))
     evaluation = "vLLM engine (KV cache, packed weights, reload)" if backend == "vllm" else "activations"
     gb = 1e9
     lines = [f"sources: {len(sources)} x {facts.stored_bytes / gb:.2f} GB ({facts.params / 1e9:.2f}B params, "

@@ -14,7 +14,9 @@ over its chunks (``TensorInputs.stat`` / ``TensorInputs.chunks``).
 
 from __future__ import annotations
 
+import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -81,6 +83,7 @@ class TensorCache:
 
     def __init__(self, budget: Optional[int] = None):
         self.budget = budget
+        self._lock = threading.Lock()  # tensors merge side by side (``TensorPool``); entries are made outside it
         self.used = 0
         self._bytes_at: dict[int, int] = {}  # priority -> bytes held at it (room_for runs per tensor)
         self._d: dict = {}  # key -> (tensor, priority)
@@ -88,19 +91,21 @@ class TensorCache:
         self.misses = 0
 
     def get(self, key, make: Callable[[], torch.Tensor], priority: int = 0) -> torch.Tensor:
-        hit = self._d.get(key)
-        if hit is not None:
-            self.hits += 1
-            return hit[0]
-        self.misses += 1
-        val = make()
+        with self._lock:
+            hit = self._d.get(key)
+            if hit is not None:
+                self.hits += 1
+                return hit[0]
+            self.misses += 1
+        val = make()  # keys are per tensor, and one thread merges a tensor: no entry is made twice
         size = val.numel() * val.element_size()
-        if self.budget is not None and self.used + size > self.budget:
-            self._evict_below(priority, self.used + size - self.budget)
-        if self.budget is None or self.used + size <= self.budget:
-            self._d[key] = (val.clone() if val._base is not None or not val.is_contiguous() else val, priority)
-            self.used += size
-            self._bytes_at[priority] = self._bytes_at.get(priority, 0) + size
+        with self._lock:
+            if self.budget is not None and self.used + size > self.budget:
+                self._evict_below(priority, self.used + size - self.budget)
+            if self.budget is None or self.used + size <= self.budget:
+                self._d[key] = (val.clone() if val._base is not None or not val.is_contiguous() else val, priority)
+                self.used += size
+                self._bytes_at[priority] = self._bytes_at.get(priority, 0) + size
         return val
 
     def has(self, key) -> bool:
@@ -110,7 +115,8 @@ class TensorCache:
         """Whether an entry of ``size`` bytes would be kept (evicting lower-priority entries if need be)."""
         if self.budget is None:
             return True
-        free = self.budget - self.used + sum(b for p, b in self._bytes_at.items() if p < priority)
+        with self._lock:
+            free = self.budget - self.used + sum(b for p, b in self._bytes_at.items() if p < priority)
         return size <= free
 
     def _evict_below(self, priority: int, need: int) -> None:
@@ -121,6 +127,72 @@ class TensorCache:
             self.used -= t.numel() * t.element_size()
             self._bytes_at[p] -= t.numel() * t.element_size()
             need -= t.numel() * t.element_size()
+
+
+class TensorPool:
+    """Merges independent tensors side by side: ``threads`` threads, each running torch on one thread, each with
+    its own scratch. Many small parallel regions per chunk (torch's own threads, meeting at a barrier after every
+    op) scale poorly and collapse when other work shares the cores; whole tensors per thread need no barrier.
+    Every tensor is computed exactly as on one thread, so the threads never change a merged bit."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._local = threading.local()
+
+    def workspace(self, device: torch.device) -> Optional[Workspace]:
+        """This pool thread's scratch on ``device`` (None outside the pool)."""
+        spaces = getattr(self._local, "spaces", None)
+        if spaces is None:
+            return None
+        ws = spaces.get(str(device))
+        if ws is None:
+            ws = spaces[str(device)] = Workspace(device)
+        return ws
+
+    def _init_thread(self) -> None:
+        torch.set_num_threads(1)  # this thread's own setting (the caller's threads keep theirs)
+        self._local.spaces = {}
+
+    def _start(self) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="evomerge-merge",
+                                            initializer=self._init_thread)
+
+    def run(self, fn: Callable[[object], None], items: Sequence) -> None:
+        """``fn(item)`` for every item, ``threads`` at a time, without autograd; the first error is raised."""
+        self._start()
+
+        def call(item) -> None:
+            with torch.no_grad():  # grad mode is per thread
+                fn(item)
+
+        for future in [self._pool.submit(call, item) for item in items]:
+            future.result()
+
+    def map_ordered(self, fn: Callable[[object], object], items: Sequence) -> Iterator:
+        """``fn(item)`` of each item, in order, ``threads`` computed ahead at most (so at most that many results
+        are held at once)."""
+        from collections import deque
+
+        self._start()
+
+        def call(item):
+            with torch.no_grad():
+                return fn(item)
+
+        window: deque = deque()
+        for item in items:
+            window.append(self._pool.submit(call, item))
+            if len(window) >= self.threads:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 @dataclass

@@ -14,7 +14,7 @@ import torch
 
 from evomerge.errors import EvomergeError
 from evomerge.fsutil import check_output_folder
-from evomerge.merge.engine import TensorCache, Workspace, geometry, row_writer
+from evomerge.merge.engine import TensorCache, TensorPool, Workspace, geometry, row_writer
 from evomerge.merge.plan import MergePlan, input_models, validate_recipe
 from evomerge.models.compat import check_compatible
 from evomerge.machine import parse_size
@@ -42,10 +42,11 @@ def export_recipe(
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype | None = None,
     progress: Optional[Callable[[int, int, str], None]] = None,
+    threads: Optional[int] = None,
 ) -> Path:
     """Merge ``recipe`` into an HF folder ``out_dir``; ``dtype`` is the saved dtype (default: the recipe's).
     Math runs in float32, chunk by chunk, exactly as in the search. ``progress(done, total, tensor_name)`` is
-    called after each tensor."""
+    called after each tensor. ``threads``: CPU threads merging tensors side by side (default: torch's)."""
     out_dtype = to_dtype(dtype, recipe.dtype)
     max_bytes = parse_size(shard_size)
     method_cls = validate_recipe(recipe)
@@ -58,15 +59,27 @@ def export_recipe(
     workspace = Workspace(device)
     cache = TensorCache(0)  # one pass: nothing is reused
     writer = ShardedWriter(out, max_bytes, [(n, plan.shape(n), out_dtype) for n in plan.names])
-    for done, name in enumerate(plan.names, start=1):
-        merged = torch.empty(plan.shape(name), dtype=out_dtype)
-        rows = merged.view(geometry(merged.shape))
+    threads = max(1, threads or torch.get_num_threads())
+    pool = TensorPool(threads) if threads > 1 and torch.device(device).type == "cpu" and plan.order_free() else None
 
-        plan.merge(name, row_writer(rows), workspace, cache, dest=rows)
-        writer.add(name, merged)
-        del merged, rows
-        if progress is not None:
-            progress(done, len(plan.names), name)
+    def merged(name: str) -> torch.Tensor:
+        t = torch.empty(plan.shape(name), dtype=out_dtype)
+        rows = t.view(geometry(t.shape))
+        plan.merge(name, row_writer(rows), (pool.workspace(torch.device(device)) if pool else None) or workspace,
+                   cache, dest=rows)
+        return t
+
+    # tensors merge side by side on the merge threads (``threads`` held at most), written in order
+    results = pool.map_ordered(merged, plan.names) if pool else (merged(n) for n in plan.names)
+    try:
+        for done, (name, tensor) in enumerate(zip(plan.names, results), start=1):
+            writer.add(name, tensor)
+            del tensor
+            if progress is not None:
+                progress(done, len(plan.names), name)
+    finally:
+        if pool is not None:
+            pool.close()
     for ck in ckpts.values():
         ck.close()
     shards = writer.finish()

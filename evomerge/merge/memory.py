@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from evomerge.errors import EvomergeError
-from evomerge.merge.engine import TensorCache, Workspace, geometry, row_writer
+from evomerge.merge.engine import TensorCache, TensorPool, Workspace, geometry, row_writer
 from evomerge.merge.plan import MergePlan
 from evomerge.merge.sizes import AUTO_CACHE_FLOOR, AUTO_CACHE_SHARE, cache_budget_bytes, host_available_bytes  # noqa: F401
 from evomerge.models.compat import check_compatible
@@ -45,7 +45,8 @@ class InMemoryMerger:
     """Merges recipes over ``source_refs`` (folders or ``zoo://...``) into live models or state dicts."""
 
     def __init__(self, source_refs: Sequence[str], device: str | torch.device = "cpu",
-                 dtype: Optional[torch.dtype] = None, cache_budget: Optional[int | str] = "auto"):
+                 dtype: Optional[torch.dtype] = None, cache_budget: Optional[int | str] = "auto",
+                 threads: Optional[int] = None):
         refs = list(dict.fromkeys(source_refs))
         if not refs:
             raise EvomergeError("InMemoryMerger needs at least one source model")
@@ -63,6 +64,9 @@ class InMemoryMerger:
         self.cache = TensorCache(budget)
         self.workspace = Workspace(self.device)
         self._workspaces = {str(self.device): self.workspace}
+        #: CPU threads merging tensors side by side (default: torch's threads when the merger is made)
+        self.threads = max(1, threads or torch.get_num_threads())
+        self.pool = TensorPool(self.threads) if self.threads > 1 and self.device.type == "cpu" else None
         self._targets: dict[int, tuple[nn.Module, LiveTargets]] = {}
         self.vocab_varies = bool(vocab_tensors(list(self.ckpts.values()))[0])  # sources' vocabularies differ
         #: whether every merged value of the last merge_into / iter_merged fitted its output dtype (no NaN, no
@@ -85,33 +89,50 @@ class InMemoryMerger:
             if rows is not None and resize_live_vocab(model, rows):
                 self._targets.pop(id(model), None)
         live = self._targets_of(model, plan)
+
+        def merge_target(target) -> None:
+            dst = live.tensor(target)
+            ws = self._workspace(dst.device)  # a model spread over GPUs: merge where each parameter lives
+            if target.converter is None and dst.is_contiguous():
+                rows = dst.view(geometry(dst.shape))
+                plan.merge(target.sources[0], self._checked(row_writer(rows), dst.dtype), ws, self.cache, dest=rows)
+                return
+            merged = {}
+            for name in target.sources:
+                merged[name] = torch.empty(plan.shape(name), dtype=dst.dtype, device=dst.device)
+                plan.merge(name, self._checked(row_writer(merged[name].view(geometry(plan.shape(name)))),
+                                               dst.dtype), ws, self.cache)
+            dst.copy_(live.fuse(target, merged) if target.converter is not None else merged[target.sources[0]])
+
+        if self.pool is not None and plan.order_free() and all(p.device.type == "cpu" for p in model.parameters()):
+            # the largest tensors first, so that no thread is left with a big one at the end
+            self.pool.run(merge_target, sorted(live.targets, key=lambda t: -live.tensor(t).numel()))
+            return
         with torch.no_grad():
             for target in live.targets:
-                dst = live.tensor(target)
-                ws = self._workspace(dst.device)  # a model spread over GPUs: merge where each parameter lives
-                if target.converter is None and dst.is_contiguous():
-                    rows = dst.view(geometry(dst.shape))
-                    plan.merge(target.sources[0], self._checked(row_writer(rows), dst.dtype), ws, self.cache,
-                               dest=rows)
-                    continue
-                merged = {}
-                for name in target.sources:
-                    merged[name] = torch.empty(plan.shape(name), dtype=dst.dtype, device=dst.device)
-                    plan.merge(name, self._checked(row_writer(merged[name].view(geometry(plan.shape(name)))),
-                                                   dst.dtype), ws, self.cache)
-                dst.copy_(live.fuse(target, merged) if target.converter is not None else merged[target.sources[0]])
+                merge_target(target)
 
     def iter_merged(self, recipe: MergeRecipe, dtype: Optional[torch.dtype] = None) -> Iterator[tuple[str, torch.Tensor]]:
         """``(checkpoint name, merged tensor)`` of ``recipe``, one tensor at a time, each a new tensor in ``dtype``
-        (default: the merger's) on the merger's device, so a consumer holds one tensor beyond its own weights."""
+        (default: the merger's) on the merger's device, so a consumer holds one tensor beyond its own weights
+        (one per merge thread: they merge the next tensors meanwhile)."""
         plan = MergePlan(recipe, self.ckpts)
         self.finite = True
-        for name in plan.names:
+
+        def merged(name: str) -> tuple[str, torch.Tensor]:
             t = torch.empty(plan.shape(name), dtype=dtype or self.dtype, device=self.device)
             rows = t.view(geometry(t.shape))
+            plan.merge(name, self._checked(row_writer(rows), t.dtype), self._workspace(self.device), self.cache,
+                       dest=rows)
+            return name, t
+
+        if self.pool is not None and plan.order_free():
+            yield from self.pool.map_ordered(merged, plan.names)
+            return
+        for name in plan.names:
             with torch.no_grad():
-                plan.merge(name, self._checked(row_writer(rows), t.dtype), self.workspace, self.cache, dest=rows)
-            yield name, t
+                out = merged(name)
+            yield out
 
     def merge_state_dict(self, recipe: MergeRecipe, dtype: Optional[torch.dtype] = None) -> dict[str, torch.Tensor]:
         """The merged tensors of ``recipe`` (checkpoint names, ``dtype`` default: the merger's) on the device."""
@@ -137,6 +158,8 @@ class InMemoryMerger:
         return str(self.ckpts[vmap.tokenizer_ref if vmap else lead].path)
 
     def _workspace(self, device: torch.device) -> Workspace:
+        if self.pool is not None and (ws := self.pool.workspace(device)) is not None:
+            return ws
         ws = self._workspaces.get(str(device))
         if ws is None:
             ws = self._workspaces[str(device)] = Workspace(device)

@@ -162,6 +162,11 @@ class MergePlan:
             self.rng_stream = MergekitStream(self.recipe.seed, draws, device)
         return self.rng_stream
 
+    def order_free(self) -> bool:
+        """Whether tensors may merge in any order, side by side: not with mergekit's random stream, which draws
+        every tensor's mask from one generator in name order."""
+        return getattr(self.recipe, "random_stream", "evomerge") != "mergekit" or not self.method.random_draws()
+
     def shape(self, name: str) -> tuple[int, ...]:
         if self.vocab and name in self.vocab.tensors:
             return self.vocab.out_shape(self.lead.shape(name))
