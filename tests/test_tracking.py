@@ -295,6 +295,7 @@ def test_mlflow_default_local_store_logs_into_the_same_run_after_a_resume(tmp_pa
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
     cfg = run_config_from_dict(config(budget={"evaluations": 6}, tracking=["mlflow"],
                                       fitness={"kind": "synthetic", "tasks": ["a", "b"]}))
     run_dir = run_search(cfg, tmp_path / "run")
@@ -310,6 +311,8 @@ def test_mlflow_default_local_store_logs_into_the_same_run_after_a_resume(tmp_pa
     assert len(client.search_runs([parent.info.experiment_id], filter_string="tags.mlflow.runName = 'resume-test'"))\
         == 1
     assert json.loads((run_dir / "tracking" / "mlflow.json").read_text())["logged_through"] == 9
+    assert not (tmp_path / "mlruns").exists()  # the artifacts stay in the run folder
+    assert (run_dir / "tracking" / "mlflow-artifacts").is_dir()
 
 
 class Exploding(Tracker):

@@ -7,8 +7,9 @@ objective and its best so far as metrics over ``step = eval_id``, and at the end
 front (``pareto_front.json``), the winner's recipe and the plots.
 
 ``tracking_uri``: a local server (``http://127.0.0.1:5000``), a database or a file store; default
-``MLFLOW_TRACKING_URI``, else a local SQLite store, ``RUN_DIR/tracking/mlflow.db`` (``mlflow ui
---backend-store-uri sqlite:///RUN_DIR/tracking/mlflow.db`` shows it). The parent run id is kept in
+``MLFLOW_TRACKING_URI``, else a local SQLite store, ``RUN_DIR/tracking/mlflow.db``, with its artifacts in
+``RUN_DIR/tracking/mlflow-artifacts`` (``mlflow ui --backend-store-uri sqlite:///RUN_DIR/tracking/mlflow.db``
+shows it). The parent run id is kept in
 ``RUN_DIR/tracking/mlflow.json``: a resumed search logs into the same run, and candidates already there are not
 logged twice.
 """
@@ -31,7 +32,10 @@ EVAL_TAG = "evomerge.eval_id"
 class MlflowOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tracking_uri: Optional[str] = Field(None, description="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else "
-                                                          "a file store under RUN_DIR/tracking/mlruns)")
+                                                          "a SQLite store, RUN_DIR/tracking/mlflow.db)")
+    artifact_location: Optional[str] = Field(None, description="where a new experiment keeps artifacts (default: "
+                                                               "the server's; RUN_DIR/tracking/mlflow-artifacts for "
+                                                               "the default local store)")
     experiment: str = Field("evomerge", description="MLflow experiment name")
     child_runs: bool = Field(True, description="one child run per candidate (else metrics on the parent only)")
 
@@ -47,8 +51,12 @@ class MlflowTracker(Tracker):
 
         for name in ("mlflow", "alembic"):  # their INFO lines (database set-up) would interleave with the progress bar
             logging.getLogger(name).setLevel(logging.WARNING)
-        uri = self.options.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") \
-            or f"sqlite:///{(self.run.run_dir / 'tracking' / 'mlflow.db').resolve()}"
+        tracking = (self.run.run_dir / "tracking").resolve()
+        uri = self.options.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        artifacts = self.options.artifact_location
+        if not uri:  # a store of the run's own; without a location MLflow would put artifacts in ./mlruns
+            uri = f"sqlite:///{tracking / 'mlflow.db'}"
+            artifacts = artifacts or (tracking / "mlflow-artifacts").as_uri()
         self._client = c = MlflowClient(tracking_uri=uri)
         self._best: list[Optional[float]] = [None] * len(self.run.objectives)
         run_id = self.state.get("run_id")
@@ -61,7 +69,7 @@ class MlflowTracker(Tracker):
                 logged = self._children()
         else:
             exp = c.get_experiment_by_name(self.options.experiment)
-            self._exp = exp.experiment_id if exp else c.create_experiment(self.options.experiment)
+            self._exp = exp.experiment_id if exp else c.create_experiment(self.options.experiment, artifacts)
             run = c.create_run(self._exp, run_name=self.run.name, tags={"evomerge.run_dir": str(self.run.run_dir)})
             run_id = self.state["run_id"] = run.info.run_id
             cfg = self.run.config
