@@ -87,6 +87,7 @@ class VLLMEngine(Engine):
             args["kv_cache_memory_bytes"] = self.kv_bytes
         else:
             args["gpu_memory_utilization"] = self.opts.gpu_memory_utilization
+        _llvmlite_safe_for_vllm_scan()
         return LLM(**args)
 
     @classmethod
@@ -184,3 +185,15 @@ def _engine_arg_names() -> set[str]:
     from vllm.engine.arg_utils import EngineArgs
 
     return {f.name for f in dataclasses.fields(EngineArgs)}
+
+
+def _llvmlite_safe_for_vllm_scan() -> None:
+    """vLLM's CPU worker scans every module's attributes, calling ``vars(x).get`` where ``hasattr(x, "__dict__")``;
+    llvmlite's library object (loaded by the fused merge kernels' numba) answers any attribute with a function
+    wrapper, ``__dict__`` included, and the scan crashes. Give it a plain empty ``__dict__`` answer first."""
+    import sys
+
+    ffi = sys.modules.get("llvmlite.binding.ffi")
+    table = getattr(getattr(ffi, "lib", None), "_fntab", None)
+    if isinstance(table, dict):
+        table.setdefault("__dict__", {})

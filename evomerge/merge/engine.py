@@ -15,7 +15,6 @@ over its chunks (``TensorInputs.stat`` / ``TensorInputs.chunks``).
 from __future__ import annotations
 
 import threading
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Sequence
@@ -213,10 +212,12 @@ class TensorInputs:
     get_deltas: Callable[[], torch.Tensor]
     get_delta: Callable[[int], torch.Tensor]
     get_source: Callable[[int], torch.Tensor]
+    get_stored: Callable[[int], torch.Tensor]
     chunks: Callable[[], Iterator["TensorInputs"]]
     seed: int = 0
     cache: Callable = None  # (key, make, priority=0) -> tensor: the budgeted cache for this tensor
     cache_room: Callable = None  # (key, nbytes, priority=0) -> bool: held already, or would be kept
+    cache_has: Callable = None  # (key) -> bool: held already
     stats: dict = field(default_factory=dict)
     workspace: Workspace = field(default_factory=Workspace)
     pass_id: str = "main"
@@ -256,15 +257,18 @@ class TensorInputs:
             self.stats[key] = make()
         return self.stats[key]
 
-    def generator(self, model: str) -> torch.Generator:
-        """The random stream of (recipe seed, model, tensor); successive chunks of one pass continue it, so the
-        draws equal one draw over the whole tensor, and a statistics pass repeats them exactly."""
-        key = ("rng", self.pass_id, model)
-        g = self.stats.get(key)
-        if g is None:
-            g = self.stats[key] = torch.Generator(device=self.device)
-            g.manual_seed(zlib.crc32(f"{self.seed}\0{model}\0{self.name}".encode()))
-        return g
+    @property
+    def index0(self) -> int:
+        """Flat index (in the whole tensor) of this chunk's first element."""
+        return self.rows[0] * geometry(self.shape)[1]
+
+    def stored_base(self) -> torch.Tensor:
+        """The base on this chunk as stored (its own dtype, no copy where it is one stored tensor)."""
+        return self.get_stored(0)
+
+    def stored_source(self, i: int) -> torch.Tensor:
+        """Source ``i`` on this chunk as stored (see :meth:`stored_base`)."""
+        return self.get_stored((1 if self.base is not None else 0) + i)
 
     def buffer(self, key: str, shape, dtype: torch.dtype, device=None) -> torch.Tensor:
         """A reusable scratch tensor (contents undefined)."""
@@ -354,11 +358,12 @@ def merge_tensor(method, params, name: str, models: list[str], base_view: Option
                  source_views: Sequence[torch.Tensor], write: Callable[[int, int, torch.Tensor], None],
                  workspace: Workspace, cache: TensorCache, seed: int = 0, cache_scope: str = "",
                  dest: Optional[torch.Tensor] = None, rng_stream=None) -> None:
-    """Merge one tensor chunk by chunk; ``write(r0, r1, merged_rows)`` receives each float32 chunk (rows of the
-    2-D view, valid until the next call). ``cache_scope`` names the base and model set for cache keys. ``dest``:
-    the destination's 2-D view; when it is float32 on the compute device the method writes straight into it (and
-    ``write`` gets those very rows). ``rng_stream``: mergekit's random stream (a method that draws masks then
-    sees the whole tensor in one chunk)."""
+    """Merge one tensor chunk by chunk; ``write(r0, r1, merged_rows)`` receives each chunk (rows of the 2-D view,
+    float32, valid until the next call). ``cache_scope`` names the base and model set for cache keys. ``dest``:
+    the destination's 2-D view; when the method writes its dtype on this device (``method.writes``: float32, and
+    bfloat16 for the fused CPU kernels) the method writes straight into it, and ``write`` gets those very rows.
+    ``rng_stream``: mergekit's random stream (a method that draws masks then sees the whole tensor in one
+    chunk)."""
     shape = tuple(source_views[0].shape)
     views = ([base_view] if base_view is not None else []) + list(source_views)
     stats: dict = {}
@@ -368,6 +373,9 @@ def merge_tensor(method, params, name: str, models: list[str], base_view: Option
 
     def tensor_cache(key, make, priority: int = 0):
         return cache.get((cache_scope, name) + tuple(key), make, priority)
+
+    def cache_has(key) -> bool:
+        return cache.has((cache_scope, name) + tuple(key))
 
     def cache_room(key, nbytes: int, priority: int = 0) -> bool:
         full = (cache_scope, name) + tuple(key)
@@ -422,6 +430,13 @@ def merge_tensor(method, params, name: str, models: list[str], base_view: Option
         def source(i: int) -> torch.Tensor:
             return sources()[i] if "src" in memo else reader.read(nb + i, r0, r1, "src1")
 
+        def stored(k: int) -> torch.Tensor:
+            view = reader.views[k]
+            if isinstance(view, StitchedRows):
+                parts = view.parts(r0, r1)
+                return parts[0][0] if len(parts) == 1 else reader.read(k, r0, r1, f"stored{k}")
+            return view[r0:r1]
+
         def all_chunks() -> Iterator[TensorInputs]:
             # a statistics pass (maybe inside another one) gets scratch of its own, so the caller's chunk stays
             nested = ws.prefixed("pre:")
@@ -430,13 +445,14 @@ def merge_tensor(method, params, name: str, models: list[str], base_view: Option
 
         return TensorInputs(name=name, models=models, shape=shape, rows=(r0, r1), base=base(),
                             get_sources=sources, get_deltas=deltas, get_delta=delta, get_source=source,
-                            chunks=all_chunks,
-                            seed=seed, cache=tensor_cache, cache_room=cache_room, stats=stats, workspace=ws,
+                            get_stored=stored, chunks=all_chunks,
+                            seed=seed, cache=tensor_cache, cache_room=cache_room, cache_has=cache_has, stats=stats,
+                            workspace=ws,
                             pass_id=pass_id, rng_stream=rng_stream)
 
     cols = geometry(shape)[1]
-    direct = (dest is not None and dest.dtype == COMPUTE_DTYPE and dest.device == workspace.device
-              and dest.is_contiguous())
+    direct = (dest is not None and dest.device == workspace.device and dest.is_contiguous()
+              and method.writes(dest.dtype, dest.device))
     for r0, r1 in chunks:
         x = inputs(r0, r1, workspace, "main")
         out = dest[r0:r1] if direct else workspace.get("out", (r1 - r0, cols))

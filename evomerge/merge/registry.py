@@ -94,6 +94,13 @@ class MergeMethod(ABC):
         merges whole tensors, drawing from :class:`evomerge.merge.mergekit_stream.MergekitStream`."""
         return False
 
+    def writes(self, dtype, device) -> bool:
+        """True if ``merge_tensor`` may be handed an ``out`` of this dtype on this device (the destination's own
+        rows, so no float32 chunk and no cast pass); every method writes float32."""
+        import torch
+
+        return dtype == torch.float32
+
     def whole_tensor(self, shape) -> bool:
         """True if this method must see the tensor of this shape in one chunk (statistics inside rows of a
         >2-D tensor, say). Chunks depend on the shape alone, so both merge paths agree."""

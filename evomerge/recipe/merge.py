@@ -25,8 +25,9 @@ Parameter resolution for a (source model, tensor) pair: ``params`` (global) < th
 each matching override in order. Tensors outside decoder layers (embeddings, final norm, lm_head) match an
 override only when it has no ``layers`` range, or when its ``modules`` filter names them explicitly.
 
-``random_stream`` (DARE / DELLA): ``evomerge`` seeds one generator per (seed, model, tensor), so a tensor's mask
-does not depend on which other tensors are merged or in what order, and tensors merge in chunks. ``mergekit``
+``random_stream`` (DARE / DELLA): ``evomerge`` draws from a counter-based stream, a pure function of (seed, model,
+tensor, element index) (:mod:`evomerge.merge.counter_stream`), so a mask does not depend on which other tensors
+are merged, in what order, in what chunks, on how many threads or on which device. ``mergekit``
 draws the masks as ``mergekit-yaml --random-seed SEED`` does (one torch generator seeded with ``seed``, one
 whole-tensor draw per tensor and source, tensors in name order, sources in recipe order; see
 :mod:`evomerge.merge.mergekit_stream`): the merged weights equal mergekit's bit for bit on float32 sources.

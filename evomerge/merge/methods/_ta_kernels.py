@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evomerge.merge import engine
+from evomerge.merge import counter_stream, engine
 from evomerge.merge.engine import TensorInputs
 from evomerge.merge.registry import TensorParams
 
@@ -148,9 +148,15 @@ def _outlier_mask(x: TensorInputs, i: int, delta: torch.Tensor, density: float, 
     return _in_top(x, i, bits, n - n_bot, "keep_hi") & ~_in_top(x, i, bits, n - n_bot - target, "keep_lo")
 
 
+def _uniform_bits(x: TensorInputs, i: int, delta: torch.Tensor) -> torch.Tensor:
+    """The counter stream's 24-bit draws for this chunk of source ``i`` (see :mod:`evomerge.merge.counter_stream`)."""
+    key = counter_stream.stream_key(x.seed, x.models[i], x.name)
+    return counter_stream.uniform_bits(key, x.index0, delta.numel(), x.device).view(delta.shape)
+
+
 def _random_mask(x: TensorInputs, i: int, delta: torch.Tensor, density: float) -> torch.Tensor:
-    probs = x.buffer("probs", delta.shape, torch.float32).fill_(density)
-    return torch.bernoulli(probs, generator=x.generator(x.models[i]), out=x.buffer("draw", delta.shape, delta.dtype))
+    return torch.lt(_uniform_bits(x, i, delta), counter_stream.threshold(density),
+                    out=x.buffer("draw", delta.shape, torch.bool))
 
 
 def _della_rank_norm(delta: torch.Tensor) -> torch.Tensor:
@@ -165,7 +171,8 @@ def _della_rank_norm(delta: torch.Tensor) -> torch.Tensor:
 def _della_mask(x: TensorInputs, i: int, delta: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
     rank_norm = x.cache(("della_rank", x.models[i], x.rows[0]), lambda: _della_rank_norm(delta))
     probs = torch.mul(rank_norm, 2 * epsilon, out=x.buffer("probs", delta.shape, torch.float32)).add_(density - epsilon)
-    return torch.bernoulli(probs, generator=x.generator(x.models[i]), out=x.buffer("draw", delta.shape, delta.dtype))
+    thresholds = probs.mul_(counter_stream.ONE).round_().clamp_(0, counter_stream.ONE)
+    return torch.lt(_uniform_bits(x, i, delta), thresholds, out=x.buffer("draw", delta.shape, torch.bool))
 
 
 def mask(m, x: TensorInputs, i: int, delta: torch.Tensor, p: TensorParams) -> torch.Tensor:
@@ -222,6 +229,15 @@ def sparsify(m, x: TensorInputs, i: int, delta: torch.Tensor, p: TensorParams, r
 
 
 def merge(m, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
+    if out.dtype != torch.float32:  # a destination the fused kernels would have written: merge, then cast
+        merged = x.buffer("merged", out.shape, torch.float32)
+        merge_float32(m, x, p, merged)
+        out.copy_(merged)
+        return
+    merge_float32(m, x, p, out)
+
+
+def merge_float32(m, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
     if m.sparsifier is None and not m.consensus:
         # base + lambda * sum_i w_i (theta_i - base) [/ W] = (1 - sum_i c_i) base + sum_i c_i theta_i with
         # c_i = lambda * w_i [/ W]: each source is read once and no task vector is formed

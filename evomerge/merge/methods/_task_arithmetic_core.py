@@ -16,8 +16,11 @@ expectation the same as the papers' 1/density).
 
 Tensors arrive in chunks (see :mod:`evomerge.merge.engine`). The top-k by magnitude is a per-candidate
 k-th value found by an exact radix select over the chunks (no per-entry ranks are stored); rescaling uses the
-whole tensor's L1 norms from one statistics pass that draws the same random masks. The magnitude histograms,
-task vectors and DELLA ranks depend only on the sources, so they go to the budgeted cache.
+whole tensor's L1 norms from one statistics pass that draws the same random masks (a counter-based stream,
+:mod:`evomerge.merge.counter_stream`). The magnitude histograms, task vectors and DELLA ranks depend only on
+the sources, so they go to the budgeted cache. On CPU the fused kernels of
+:mod:`evomerge.merge.methods._ta_fused` do the same arithmetic in one pass per chunk; GPUs run the torch
+kernels of :mod:`evomerge.merge.methods._ta_kernels`.
 """
 
 from __future__ import annotations
@@ -61,7 +64,14 @@ class TaskArithmeticFamily(MergeMethod):
         # DELLA ranks entries within rows of the first dimension; chunks of a >2-D tensor would split them
         return self.sparsifier == "della" and len(shape) > 2
 
-    def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
-        from evomerge.merge.methods import _ta_kernels
+    def writes(self, dtype, device) -> bool:
+        from evomerge.merge.methods import _ta_fused
 
+        return super().writes(dtype, device) or _ta_fused.writes(self, dtype, device)
+
+    def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
+        from evomerge.merge.methods import _ta_fused, _ta_kernels
+
+        if _ta_fused.usable(self, x) and _ta_fused.merge(self, x, p, out):
+            return
         _ta_kernels.merge(self, x, p, out)

@@ -28,6 +28,12 @@ class Linear(MergeMethod):
     mergekit_name = "linear"
     paper = "https://arxiv.org/abs/2203.05482"
 
+    def writes(self, dtype, device) -> bool:
+        from evomerge.merge.methods import _ta_fused
+
+        return super().writes(dtype, device) or (_ta_fused.ENABLED and device.type == "cpu"
+                                                 and dtype in _ta_fused.OUT_DTYPES)
+
     def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
         import torch  # here, not at the top: the registry lists methods without torch
 
@@ -36,6 +42,15 @@ class Linear(MergeMethod):
         if p.shared["normalize"] and abs(total) < 1e-8:
             raise EvomergeError(f"linear: weights sum to 0 for {x.name}; cannot normalize (set normalize: false)")
         scale = 1.0 / total if p.shared["normalize"] else 1.0
+        from evomerge.merge.methods import _ta_fused
+
+        if _ta_fused.weighted_sum(x, [w * scale for w in weights], out):  # CPU: one fused pass, any dtype
+            return
+        if out.dtype != torch.float32:
+            merged = x.buffer("merged", out.shape, torch.float32)
+            self.merge_tensor(x, p, merged)
+            out.copy_(merged)
+            return
         torch.mul(x.source(0), weights[0] * scale, out=out)  # one read of each source, no stack
         for i in range(1, len(weights)):
             out.add_(x.source(i), alpha=weights[i] * scale)
