@@ -195,6 +195,15 @@ def test_check_and_plan_read_headers_only_when_the_weights_are_not_cached(hub, t
     strip = [[ln for ln in p.output.splitlines() if "hub downloads" not in ln] for p in plans]
     assert strip[0] == strip[1]
     assert sorted(set(asked)) == ["remote/add", "remote/base", "remote/sort"]
+    # a cache disk too small: refused for this node; a plan for another node (sizes given) only says so
+    import shutil
+    with monkeypatch.context() as m:
+        m.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 10**12 - 1000, 1000))
+        for argv in (["check", "remote.yaml"], ["plan", "remote.yaml"]):
+            line = one_error(CliRunner().invoke(cli, argv))
+            assert "still to fetch" in line and "HF_HUB_CACHE" in line
+        res = CliRunner().invoke(cli, ["plan", "remote.yaml", "--host-memory", "8GB"])
+        assert res.exit_code == 0 and "(0 GB free here)" in res.output, res.output
     assert not any(p.name.endswith(".safetensors") for n in ("base", "add", "sort")
                    for p in (hub.cache / f"models--remote--{n}").rglob("*"))
     # a header-only folder never gives tensor data

@@ -264,6 +264,8 @@ def _plan_job(cfg, host_bytes: Optional[int], n_gpus: Optional[int], gpu_bytes: 
     device = fit.device
     ray_opts = parse_options(cfg.executor.options) if cfg.executor.name == "ray" else None
     want_gpus = ray_opts.num_gpus if ray_opts else 0
+    # numbers given for the node: a plan for another machine, whose disk this one cannot speak for
+    for_another_node = any(x is not None for x in (host_bytes, n_gpus, gpu_bytes))
     if n_gpus is None or gpu_bytes is None:
         detected = _gpus()
         n_gpus = detected[0] if n_gpus is None else n_gpus
@@ -297,7 +299,8 @@ def _plan_job(cfg, host_bytes: Optional[int], n_gpus: Optional[int], gpu_bytes: 
     gb = 1e9
     lines = [f"sources: {len(sources)} x {facts.stored_bytes / gb:.2f} GB ({facts.params / 1e9:.2f}B params, "
              f"{facts.dtype}) = {w.page_cache_bytes / gb:.1f} GB page cache per node, shared by its workers"]
-    lines += _hub_download_lines(sources, facts.stored_bytes)
+    download_lines, no_room = _hub_downloads(sources, facts.stored_bytes)
+    lines += download_lines
     if on_gpu:
         per_gpu = gpu_bytes or 0
         need = max(1, math.ceil(w.device_bytes / per_gpu)) if per_gpu else max(1, int(math.ceil(want_gpus or 1)))
@@ -325,27 +328,30 @@ def _plan_job(cfg, host_bytes: Optional[int], n_gpus: Optional[int], gpu_bytes: 
     if not on_gpu and workers < 1:
         raise EvomergeError(f"one worker needs {w.host_bytes / gb:.2f} GB of host memory beside "
                             f"{w.page_cache_bytes / gb:.2f} GB of sources; {host_bytes / gb:.2f} GB are available")
+    if no_room and not for_another_node:
+        raise EvomergeError(no_room)
     return plan
 
 
-def _hub_download_lines(sources: list[str], model_bytes: int) -> list[str]:
-    """The hub weights a run still has to fetch into the Hugging Face cache on this node (a line), or a refusal
-    when that disk cannot hold them."""
+def _hub_downloads(sources: list[str], model_bytes: int) -> tuple[list[str], Optional[str]]:
+    """The hub weights a run still has to fetch into the Hugging Face cache on this node (a line), and the refusal
+    when this node's cache disk cannot hold them (None when it can)."""
     import shutil
 
     from evomerge.models.hub import hub_cache, missing_weight_bytes
 
     fetch = sum(missing_weight_bytes(r, model_bytes) for r in sources)
     if not fetch:
-        return []
+        return [], None
     where = hub_cache()
     probe = next((p for p in [where, *where.parents] if p.exists()), Path("/"))
     free = shutil.disk_usage(probe).free
-    if free < fetch:
-        raise EvomergeError(f"the hub models still to fetch need {fetch / 1e9:.1f} GB in {where}, which has "
-                            f"{free / 1e9:.1f} GB free: free space, or set HF_HUB_CACHE to a larger disk")
-    return [f"hub downloads: {fetch / 1e9:.1f} GB of weights not yet in {where} ({free / 1e9:.0f} GB free), "
-            "fetched on first use on each node"]
+    line = (f"hub downloads: {fetch / 1e9:.1f} GB of weights not yet in {where} ({free / 1e9:.0f} GB free here), "
+            "fetched on first use on each node")
+    if free >= fetch:
+        return [line], None
+    return [line], (f"the hub models still to fetch need {fetch / 1e9:.1f} GB in {where}, which has "
+                    f"{free / 1e9:.1f} GB free: free space, or set HF_HUB_CACHE to a larger disk")
 
 
 def _gpus() -> tuple[int, int]:

@@ -16,6 +16,8 @@ import torch
 
 from evomerge.merge import counter_stream, engine
 from evomerge.merge.engine import TensorInputs
+from evomerge.merge.methods import _ta_kernels
+from evomerge.merge.methods._ta_kernels import linear_coefficients
 from evomerge.merge.registry import TensorParams
 
 log = logging.getLogger(__name__)
@@ -101,8 +103,6 @@ def _top_counts(x: TensorInputs, wanted: list[tuple[int, int]]) -> None:
     """Into ``x.stats``: ``("top", i, k) -> (value_bits, need, n_equal)`` of the k largest |d_i| for each wanted
     ``(i, k)``, as :func:`_ta_kernels._top_count` gives them: the high bits' histogram per source (cached), then
     one pass for the low bits inside every wanted bucket, all sources together."""
-    from evomerge.merge.methods import _ta_kernels
-
     wanted = [(i, k) for i, k in dict.fromkeys(wanted) if ("top", i, k) not in x.stats]
     if not wanted:
         return
@@ -212,11 +212,8 @@ def merge(m, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> bool:
         return False
     n = len(x.models)
     dest = as_kernel_array(out)
-    if m.sparsifier is None and not m.consensus:  # see _ta_kernels.merge: sources read once, no task vectors
-        weights = p.per_model["weight"]
-        total = sum(weights)
-        scale = p.shared["lambda"] / (total if p.shared["normalize"] and abs(total) >= 1e-8 else 1.0)
-        coef = [scale * w for w in weights]
+    if m.sparsifier is None and not m.consensus:
+        coef = linear_coefficients(p)
         K.linear_combination(c.base, tuple(c.srcs), c.lut, np.float32(1.0 - sum(coef)),
                              np.asarray(coef, np.float32), dest, _scratch(x, 3))
         return True

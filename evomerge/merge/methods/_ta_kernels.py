@@ -18,6 +18,15 @@ from evomerge.merge.registry import TensorParams
 _EPS = 1e-7
 
 
+def linear_coefficients(p: TensorParams) -> list[float]:
+    """Task arithmetic without sparsifier or consensus as ``(1 - sum_i c_i) base + sum_i c_i theta_i``: the
+    ``c_i = lambda * w_i [/ W]`` (each source is then read once and no task vector is formed)."""
+    weights = p.per_model["weight"]
+    total = sum(weights)
+    scale = p.shared["lambda"] / (total if p.shared["normalize"] and abs(total) >= 1e-8 else 1.0)
+    return [scale * w for w in weights]
+
+
 def _l1_factors(x: TensorInputs, mask_of) -> list[float]:
     """Per source, ``sum |d_i| / sum |mask_i * d_i|`` over the whole tensor (1.0 where either is ~0): the factor
     that keeps each sparsified task vector's L1 norm (one pass over the chunks, the same masks drawn)."""
@@ -239,12 +248,7 @@ def merge(m, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
 
 def merge_float32(m, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
     if m.sparsifier is None and not m.consensus:
-        # base + lambda * sum_i w_i (theta_i - base) [/ W] = (1 - sum_i c_i) base + sum_i c_i theta_i with
-        # c_i = lambda * w_i [/ W]: each source is read once and no task vector is formed
-        weights = p.per_model["weight"]
-        total = sum(weights)
-        scale = p.shared["lambda"] / (total if p.shared["normalize"] and abs(total) >= 1e-8 else 1.0)
-        coef = [scale * w for w in weights]
+        coef = linear_coefficients(p)
         torch.mul(x.base, 1.0 - sum(coef), out=out)
         for i, c in enumerate(coef):
             out.add_(x.source(i), alpha=c)
