@@ -207,7 +207,7 @@ class TensorInputs:
     models: list[str]
     shape: tuple[int, ...]
     rows: tuple[int, int]
-    base: Optional[torch.Tensor]
+    get_base: Callable[[], Optional[torch.Tensor]]
     get_sources: Callable[[], torch.Tensor]
     get_deltas: Callable[[], torch.Tensor]
     get_delta: Callable[[int], torch.Tensor]
@@ -222,6 +222,11 @@ class TensorInputs:
     workspace: Workspace = field(default_factory=Workspace)
     pass_id: str = "main"
     rng_stream: Optional[object] = None  # a MergekitStream (random_stream: mergekit): masks drawn from it
+
+    @property
+    def base(self) -> Optional[torch.Tensor]:
+        """Read (and upcast) on first use: the fused kernels read the stored base themselves."""
+        return self.get_base()
 
     @property
     def sources(self) -> torch.Tensor:
@@ -363,12 +368,15 @@ def merge_tensor(method, params, name: str, models: list[str], base_view: Option
     the destination's 2-D view; when the method writes its dtype on this device (``method.writes``: float32, and
     bfloat16 for the fused CPU kernels) the method writes straight into it, and ``write`` gets those very rows.
     ``rng_stream``: mergekit's random stream (a method that draws masks then sees the whole tensor in one
-    chunk)."""
+    chunk). A ``write`` with a ``note_peak(value)`` method is told the largest ``|value|`` of the next chunk (NaN
+    if any) where the method reports it, so that it need not scan the chunk itself."""
     shape = tuple(source_views[0].shape)
     views = ([base_view] if base_view is not None else []) + list(source_views)
     stats: dict = {}
     rng_stream = rng_stream if rng_stream is not None and method.random_draws() else None
-    whole = method.whole_tensor(shape) or rng_stream is not None
+    direct = (dest is not None and dest.device == workspace.device and dest.is_contiguous()
+              and method.writes(dest.dtype, dest.device))
+    whole = method.whole_tensor(shape) or rng_stream is not None or (direct and _streamed(method, views, source_views, dest))
     chunks = [(0, geometry(shape)[0])] if whole else row_chunks(shape)
 
     def tensor_cache(key, make, priority: int = 0):
@@ -443,7 +451,7 @@ def merge_tensor(method, params, name: str, models: list[str], base_view: Option
             for c0, c1 in chunks:
                 yield inputs(c0, c1, nested, "pre")
 
-        return TensorInputs(name=name, models=models, shape=shape, rows=(r0, r1), base=base(),
+        return TensorInputs(name=name, models=models, shape=shape, rows=(r0, r1), get_base=base,
                             get_sources=sources, get_deltas=deltas, get_delta=delta, get_source=source,
                             get_stored=stored, chunks=all_chunks,
                             seed=seed, cache=tensor_cache, cache_room=cache_room, cache_has=cache_has, stats=stats,
@@ -451,10 +459,21 @@ def merge_tensor(method, params, name: str, models: list[str], base_view: Option
                             pass_id=pass_id, rng_stream=rng_stream)
 
     cols = geometry(shape)[1]
-    direct = (dest is not None and dest.device == workspace.device and dest.is_contiguous()
-              and method.writes(dest.dtype, dest.device))
+    note_peak = getattr(write, "note_peak", None)
     for r0, r1 in chunks:
         x = inputs(r0, r1, workspace, "main")
         out = dest[r0:r1] if direct else workspace.get("out", (r1 - r0, cols))
-        method.merge_tensor(x, params, out)
+        peak = method.merge_tensor(x, params, out)
+        if peak is not None and note_peak is not None:
+            note_peak(peak)
         write(r0, r1, out)
+
+
+_STREAMED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _streamed(method, views: list, source_views: Sequence, dest: torch.Tensor) -> bool:
+    """Whether ``method`` merges this tensor in one call with block-sized scratch only (``method.streams``),
+    reading every view where it is stored: one kernel call instead of one per chunk."""
+    plain = all(isinstance(v, torch.Tensor) and v.dtype in _STREAMED_DTYPES for v in views)
+    return plain and len({v.dtype for v in source_views}) == 1 and method.streams(dest.device, len(source_views))

@@ -140,14 +140,20 @@ class InMemoryMerger:
 
     def _checked(self, write, dtype: torch.dtype):
         """``write`` that also clears ``self.finite`` when a float32 chunk holds a value ``dtype`` cannot (NaN,
-        inf, or beyond its range): one min/max pass over a chunk still in cache, not a pass over the model."""
+        inf, or beyond its range): the largest magnitude the method reports (``note_peak``), else one min/max
+        pass over a chunk still in cache, never a pass over the model."""
         limit = torch.finfo(dtype).max if dtype.is_floating_point else float("inf")
+        noted: list[float] = []
 
         def checked(r0: int, r1: int, chunk: torch.Tensor) -> None:
-            if self.finite and chunk.numel():
+            if noted:
+                peak = noted.pop()
+                self.finite = self.finite and peak <= limit  # False for NaN
+            elif self.finite and chunk.numel():
                 lo, hi = torch.aminmax(chunk)
                 self.finite = bool(-limit <= lo) and bool(hi <= limit)
             write(r0, r1, chunk)
+        checked.note_peak = noted.append
         return checked
 
     def tokenizer_folder(self, lead: str, vocab: str = "base") -> str:

@@ -86,8 +86,9 @@ class MergeMethod(ABC):
         return next((p for p in cls.params if p.name == name), None)
 
     @abstractmethod
-    def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
-        """Write the merged chunk into ``out`` (``[rows, cols]``, like ``x.base``); see ``TensorInputs``."""
+    def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> Optional[float]:
+        """Write the merged chunk into ``out`` (``[rows, cols]``, like ``x.base``); see ``TensorInputs``. May
+        return the largest ``|value|`` written (NaN if any), which spares the caller a pass to check it."""
 
     def random_draws(self) -> bool:
         """True if this method draws random masks (DARE, DELLA): with ``random_stream: mergekit`` it then
@@ -100,6 +101,12 @@ class MergeMethod(ABC):
         import torch
 
         return dtype == torch.float32
+
+    def streams(self, device, n_models: int) -> bool:
+        """True if ``merge_tensor`` merges any number of rows of sources stored alike (float32, bfloat16 or
+        float16) with block-sized scratch only, writing the destination's rows (the fused CPU kernels): a
+        direct write then gets the whole tensor in one call."""
+        return False
 
     def whole_tensor(self, shape) -> bool:
         """True if this method must see the tensor of this shape in one chunk (statistics inside rows of a

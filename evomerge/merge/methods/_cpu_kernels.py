@@ -1,10 +1,10 @@
 """Fused CPU kernels of the task-arithmetic family (numba, compiled on first use and cached on disk).
 
-One kernel call handles one chunk: it reads the stored sources in their own dtype (float32, bfloat16 bits as
-int16, float16 bits as uint16), upcasts inside the loop, and does a method's whole per-element work (task
-vector, magnitude or random keep rule, rescale, weights, sign election, disjoint mean) in one pass, block by
-block, with no chunk-sized temporaries. ``nogil``: the merge threads (:class:`evomerge.merge.engine.TensorPool`)
-run them side by side. The arithmetic is the float32 arithmetic of the torch kernels in
+One kernel call handles one chunk: it reads the stored sources in their own dtype, upcasting each element at its
+first use, and does a method's whole per-element work (task vector, magnitude or random keep rule, rescale,
+weights, sign election, disjoint mean) in one pass, block by block, with no chunk-sized temporaries; results
+are written in the destination's dtype as they are made. ``nogil``: the merge threads
+(:class:`evomerge.merge.engine.TensorPool`) run them side by side. The arithmetic is the float32 arithmetic of the torch kernels in
 :mod:`evomerge.merge.methods._ta_kernels`, operation by operation (tests compare the two bit for bit).
 
 Keep rules per source (``kind``): 0 keeps every entry; 1 keeps the entries inside a band of magnitudes, among
@@ -16,71 +16,83 @@ the ``hi`` largest and not among the ``lo`` largest (TIES: no ``lo``; Breadcrumb
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 from evomerge.merge.counter_stream import FINAL_SHIFT, M1, M2, M3, S1, S2, S3
 
-BLOCK = 1024  # elements per inner block: a source block, its task vector and the outputs stay in L1
+BLOCK = 1024  # elements per inner block: a block of every task vector and the outputs stay in L1
+
+# Element access. Stored arrays as the kernels see them: float32; bfloat16 bits as int16 (the high half of a
+# float32); float16 bits as uint16 (widened by the CPU's half-precision instruction: exact). A destination is
+# float32 or bfloat16 bits as int16, rounded to nearest even with NaN as 0x7FC0, as torch casts. Read and
+# written inside the loops, so the upcast is fused with its first use and the loops still vectorise. (One
+# module for every cached kernel and what it inlines: numba's disk cache only notices changes to this file.)
 
 
-def load(src, start, stop, buf, lut):  # pragma: no cover - replaced by the overload below inside numba
+@intrinsic
+def f32_from_bits(typingctx, bits):
+    """The float32 whose bits are the int32 ``bits``."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+@intrinsic
+def bits_from_f32(typingctx, value):
+    """The bits of a float32 as uint32."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.uint32(types.float32), codegen
+
+
+@intrinsic
+def f32_from_half(typingctx, bits):
+    """The float16 whose bits are the uint16 ``bits``, widened to float32 (exact)."""
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+    return types.float32(types.uint16), codegen
+
+
+def at(src, j):  # pragma: no cover - replaced by the overload below inside numba
     raise NotImplementedError
 
 
-@overload(load, inline="always")
-def _load_impl(src, start, stop, buf, lut):
-    """``src[start:stop]`` as float32: a view for float32, else upcast into ``buf``."""
-    if src.dtype == types.int16:  # bfloat16 bits: the high half of a float32
-        def bf16(src, start, stop, buf, lut):
-            part = src[start:stop]  # a slice first: the loop then vectorises
-            u = buf.view(np.int32)
-            for j in range(part.shape[0]):
-                u[j] = np.int32(part[j]) << 16
-            return buf[: stop - start]
-        return bf16
-    if src.dtype == types.uint16:  # float16 bits: a 64K-entry table (exact, subnormals and all)
-        def fp16(src, start, stop, buf, lut):
-            part = src[start:stop]
-            for j in range(part.shape[0]):
-                buf[j] = lut[part[j]]
-            return buf[: stop - start]
-        return fp16
+@overload(at, inline="always")
+def _at_impl(src, j):
+    """``src[j]`` as float32, whatever the stored dtype."""
+    if src.dtype == types.int16:
+        return lambda src, j: f32_from_bits(np.int32(np.int32(src[j]) << np.int32(16)))
+    if src.dtype == types.uint16:
+        return lambda src, j: f32_from_half(src[j])
+    return lambda src, j: src[j]
 
-    def f32(src, start, stop, buf, lut):
-        return src[start:stop]
+
+def put(out, j, value):  # pragma: no cover - replaced by the overload below inside numba
+    raise NotImplementedError
+
+
+@overload(put, inline="always")
+def _put_impl(out, j, value):
+    """``out[j] = value`` in the destination's dtype (float32, or bfloat16 bits as int16)."""
+    if out.dtype == types.int16:
+        def bf16(out, j, value):
+            x = bits_from_f32(value)
+            r = (x + np.uint32(0x7FFF) + ((x >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+            nan = np.uint32((x & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000))
+            out[j] = np.int16(r + nan * (np.uint32(0x7FC0) - r))  # branch-free: 0x7FC0 for NaN (low 16 bits)
+        return bf16
+
+    def f32(out, j, value):
+        out[j] = value
     return f32
 
 
-def out_block(out, start, stop, res):  # pragma: no cover - replaced by the overload below inside numba
-    raise NotImplementedError
-
-
-@overload(out_block, inline="always")
-def _out_block_impl(out, start, stop, res):
-    """Where a block's float32 results go: ``out[start:stop]`` itself, or ``res`` for a bfloat16 ``out``."""
-    if out.dtype == types.int16:
-        return lambda out, start, stop, res: res[: stop - start]
-    return lambda out, start, stop, res: out[start:stop]
-
-
-def flush(out, start, stop, res):  # pragma: no cover - replaced by the overload below inside numba
-    raise NotImplementedError
-
-
-@overload(flush, inline="always")
-def _flush_impl(out, start, stop, res):
-    """Into a bfloat16 ``out`` (int16 bits): ``res`` rounded to nearest even, NaN as 0x7FC0 (torch's cast)."""
-    if out.dtype == types.int16:
-        def bf16(out, start, stop, res):
-            u = res.view(np.uint32)
-            o = out[start:stop].view(np.uint16)
-            for j in range(stop - start):
-                x = u[j]
-                r = (x + np.uint32(0x7FFF) + ((x >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-                o[j] = np.uint16(0x7FC0) if (x & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else np.uint16(r)
-        return bf16
-    return lambda out, start, stop, res: None
+@njit(inline="always")
+def magnitude_bits(value):
+    """The bits of ``|value|`` as a non-negative int32 (their order is the order of the magnitudes)."""
+    return np.int32(bits_from_f32(value) & np.uint32(0x7FFFFFFF))
 
 
 @njit(inline="always")
@@ -93,25 +105,39 @@ def counter_u24(key, index):
     return z >> np.uint64(FINAL_SHIFT)
 
 
+
+
 @njit(inline="always")
-def _keep_block(kind, cut, seen, i, key, thr, index, d, dbits, w, m):
-    """``w[:m]`` = the task vector ``d`` where source ``i``'s rule keeps it, ``d * 0`` elsewhere."""
+def _base_block(base, s, bb, m):
+    x = base[s:s + m]
+    for j in range(m):
+        bb[j] = at(x, j)
+
+
+@njit(inline="always")
+def _keep_block(kind, cut, seen, i, key, thr, src, s, index, bb, d, w, m, f, wt):
+    """``d[:m]`` = source ``i``'s task vector on the block at ``s`` (``bb``: the base's); ``w[:m]`` = ``(d * f) * wt``
+    where its rule keeps an entry, ``((d * 0) * f) * wt`` elsewhere."""
     zero = np.float32(0.0)
+    x = src[s:s + m]  # slices, loops from 0, and few arrays per loop: what keeps the loops vectorised
+    for j in range(m):
+        d[j] = at(x, j) - bb[j]
     if kind == 0:
         for j in range(m):
-            w[j] = d[j]
+            w[j] = (d[j] * f) * wt
     elif kind == 1:  # among the cut[i, 0] largest and not among the cut[i, 1] largest; ties in index order
-        v0, need0, eq0 = cut[i, 0, 0], cut[i, 0, 1], cut[i, 0, 2]
-        v1, need1, eq1 = cut[i, 1, 0], cut[i, 1, 1], cut[i, 1, 2]
+        v0, need0, eq0 = np.int32(cut[i, 0, 0]), cut[i, 0, 1], cut[i, 0, 2]
+        v1, need1, eq1 = np.int32(cut[i, 1, 0]), cut[i, 1, 1], cut[i, 1, 2]
         hits = 0
         for j in range(m):  # branch-free while no magnitude equals a cut-off value (the common case)
-            bits = dbits[j] & np.int32(0x7FFFFFFF)
+            v = d[j]
+            bits = magnitude_bits(v)
             hits += (bits == v0) | (bits == v1)
-            w[j] = d[j] if (bits > v0) & (bits < v1) else d[j] * zero
+            w[j] = ((v if (bits > v0) & (bits < v1) else v * zero) * f) * wt
         if hits:  # the entries equal to a cut-off value again, in index order, counting the ties kept
             s0, s1 = seen[i, 0], seen[i, 1]
             for j in range(m):
-                bits = dbits[j] & np.int32(0x7FFFFFFF)
+                bits = magnitude_bits(d[j])
                 if bits != v0 and bits != v1:
                     continue
                 keep = bits > v0
@@ -124,56 +150,44 @@ def _keep_block(kind, cut, seen, i, key, thr, index, d, dbits, w, m):
                     if need1 == eq1 or s1 < need1:
                         keep = False
                     s1 += 1
-                w[j] = d[j] if keep else d[j] * zero
+                w[j] = ((d[j] if keep else d[j] * zero) * f) * wt
             seen[i, 0], seen[i, 1] = s0, s1
     else:
         for j in range(m):
-            w[j] = d[j] if counter_u24(key, index + j) < thr else d[j] * zero
+            v = d[j]
+            w[j] = ((v if counter_u24(key, index + j) < thr else v * zero) * f) * wt
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def ta_merge(base, srcs, lut, index0, kind, cut, seen, keys, thr, factor, weight, consensus, normalize,
-             divisor, lam, apply_lam, out, buf):
-    """One chunk of the task-arithmetic family into ``out`` (float32, or bfloat16 bits as int16). ``buf``:
-    float32 ``[n + 6, BLOCK]``."""
+def ta_merge(base, srcs, index0, kind, cut, seen, keys, thr, factor, weight, consensus, normalize, divisor, lam,
+             apply_lam, out, buf):
+    """One chunk of the task-arithmetic family into ``out`` (float32, or bfloat16 bits as int16); returns the
+    largest magnitude's bits (:func:`magnitude_bits`) of the float32 results. ``buf``: float32 ``[n + 6, BLOCK]``."""
     n = len(srcs)
     total = out.shape[0]
-    one = np.float32(1.0)
-    zero = np.float32(0.0)
-    ld, bb, d = buf[n], buf[n + 1], buf[n + 2]
-    dbits = d.view(np.int32)
+    bb, d = buf[n], buf[n + 1]
+    peak = np.int32(0)
     for s in range(0, total, BLOCK):
         e = min(total, s + BLOCK)
         m = e - s
-        b = load(base, s, e, bb, lut)
+        _base_block(base, s, bb, m)
         for i in range(n):
-            x = load(srcs[i], s, e, ld, lut)
-            for j in range(m):
-                d[j] = x[j] - b[j]
-            w = buf[i]
-            _keep_block(kind[i], cut, seen, i, keys[i], thr[i], index0 + s, d, dbits, w, m)
-            f = factor[i]
-            wt = weight[i]
-            if f != one:
-                for j in range(m):
-                    w[j] = (w[j] * f) * wt
-            else:
-                for j in range(m):
-                    w[j] = w[j] * wt
-        o = out_block(out, s, e, ld)
+            _keep_block(kind[i], cut, seen, i, keys[i], thr[i], srcs[i], s, index0 + s, bb, d, buf[i], m,
+                        factor[i], weight[i])
         if n <= MAX_UNROLLED:
-            combine(srcs, buf, weight, consensus, normalize, divisor, lam, apply_lam, b, o, m)
+            got = combine(srcs, buf, weight, consensus, normalize, divisor, lam, apply_lam, bb, out, s, m)
         else:
-            _combine_any(buf, n, weight, consensus, normalize, divisor, lam, apply_lam, b, o, m)
-        flush(out, s, e, ld)
+            got = _combine_any(buf, n, weight, consensus, normalize, divisor, lam, apply_lam, bb, out, s, m)
+        peak = max(peak, got)
+    return peak
 
 
 @njit(inline="always")
-def _combine_any(buf, n, weight, consensus, normalize, divisor, lam, apply_lam, b, o, m):
+def _combine_any(buf, n, weight, consensus, normalize, divisor, lam, apply_lam, b, out, s, m):
     """The merged block from the weighted, kept task vectors ``buf[:n]`` (any n; see :func:`combine`)."""
     one = np.float32(1.0)
     zero = np.float32(0.0)
-    mixed, sign, acc, div = buf[n + 3], buf[n + 2], buf[n + 4], buf[n + 5]
+    mixed, sign, acc, div = buf[n + 2], buf[n + 3], buf[n + 4], buf[n + 5]
     w = buf[0]
     for j in range(m):
         mixed[j] = w[j]
@@ -203,20 +217,27 @@ def _combine_any(buf, n, weight, consensus, normalize, divisor, lam, apply_lam, 
     else:
         for j in range(m):
             div[j] = divisor
+    o = out[s:s + m]
+    peak = np.int32(0)
     for j in range(m):
         v = mixed[j]
         if normalize:
             v = v / div[j]
         if apply_lam:
             v = v * lam
-        o[j] = b[j] + v
+        v = b[j] + v
+        peak = max(peak, magnitude_bits(v))
+        put(o, j, v)
+    return peak
 
 
 MAX_UNROLLED = 8
 _COMBINE_TEMPLATE = """
-def combine_{n}(buf, weight, consensus, normalize, divisor, lam, apply_lam, b, o, m):
+def combine_{n}(buf, weight, consensus, normalize, divisor, lam, apply_lam, b, out, s, m):
     one = np.float32(1.0)
     zero = np.float32(0.0)
+    o = out[s:s + m]
+    peak = np.int32(0)
     {rows}
     if consensus:
         for j in range(m):
@@ -232,7 +253,9 @@ def combine_{n}(buf, weight, consensus, normalize, divisor, lam, apply_lam, b, o
                 v = v / dv
             if apply_lam:
                 v = v * lam
-            o[j] = b[j] + v
+            v = b[j] + v
+            peak = max(peak, magnitude_bits(v))
+            put(o, j, v)
     else:
         for j in range(m):
             {loads}
@@ -241,43 +264,68 @@ def combine_{n}(buf, weight, consensus, normalize, divisor, lam, apply_lam, b, o
                 v = v / divisor
             if apply_lam:
                 v = v * lam
-            o[j] = b[j] + v
+            v = b[j] + v
+            peak = max(peak, magnitude_bits(v))
+            put(o, j, v)
+    return peak
 """
 _AGREE = """a = w{i} * sg
             pos = a > zero
             nan = a != a
             acc = acc + (a if pos | nan else zero)
             dv = dv + (wt{i} if pos else (a if nan else zero))"""
+_LINEAR_TEMPLATE = """
+def linear_{n}(base, srcs, base_coef, coefs, out):
+    {rows}
+    peak = np.int32(0)
+    for j in range(out.shape[0]):
+        v = at(base, j) * base_coef
+        {adds}
+        peak = max(peak, magnitude_bits(v))
+        put(out, j, v)
+    return peak
+"""
+
+
+def _unrolled(template: str, name: str, n: int, **parts):
+    """A kernel piece with its ``n`` sources unrolled (one loop, values in registers: ~3x faster than a loop
+    over sources). Generated from the fixed templates above, never from input."""
+    code = template.format(n=n, **parts)
+    scope = {"np": np, "at": at, "put": put, "magnitude_bits": magnitude_bits}
+    exec(compile(code, f"<evomerge {name}_{n}>", "exec"), scope)  # noqa: S102 - a fixed template
+    return njit(inline="always")(scope[f"{name}_{n}"])
 
 
 def _combine_for(n: int):
-    """:func:`_combine_any` with the sources unrolled (one loop over the block, sums in registers: ~3x faster).
-    Generated from the fixed template above, never from input."""
-    code = _COMBINE_TEMPLATE.format(
-        n=n, rows="\n    ".join(f"r{i} = buf[{i}]; wt{i} = weight[{i}]" for i in range(n)),
-        loads="\n            ".join(f"w{i} = r{i}[j]" for i in range(n)),
-        total=" + ".join(f"w{i}" for i in range(n)),  # left to right: the order of the generic sum
-        agree="\n            ".join(_AGREE.format(i=i) for i in range(n)))
-    scope = {"np": np}
-    exec(compile(code, f"<evomerge combine_{n}>", "exec"), scope)  # noqa: S102 - a fixed template
-    return njit(inline="always")(scope[f"combine_{n}"])
+    return _unrolled(_COMBINE_TEMPLATE, "combine", n,
+                     rows="\n    ".join(f"r{i} = buf[{i}]; wt{i} = weight[{i}]" for i in range(n)),
+                     loads="\n            ".join(f"w{i} = r{i}[j]" for i in range(n)),
+                     total=" + ".join(f"w{i}" for i in range(n)),  # left to right: the order of the generic sum
+                     agree="\n            ".join(_AGREE.format(i=i) for i in range(n)))
+
+
+def _linear_for(n: int):
+    return _unrolled(_LINEAR_TEMPLATE, "linear", n,
+                     rows="\n    ".join(f"s{i} = srcs[{i}]; c{i} = coefs[{i}]" for i in range(n)),
+                     adds="\n        ".join(f"v = v + at(s{i}, j) * c{i}" for i in range(n)))
 
 
 _COMBINERS = {n: _combine_for(n) for n in range(1, MAX_UNROLLED + 1)}
+_LINEARS = {n: _linear_for(n) for n in range(1, MAX_UNROLLED + 1)}
 
 
-def combine(srcs, buf, weight, consensus, normalize, divisor, lam, apply_lam, b, o, m):  # pragma: no cover
+def combine(srcs, buf, weight, consensus, normalize, divisor, lam, apply_lam, b, out, s, m):  # pragma: no cover
     raise NotImplementedError
 
 
 @overload(combine, inline="always")
-def _combine_impl(srcs, buf, weight, consensus, normalize, divisor, lam, apply_lam, b, o, m):
+def _combine_impl(srcs, buf, weight, consensus, normalize, divisor, lam, apply_lam, b, out, s, m):
     """The merged block from the weighted, kept task vectors: the sum, the elected sign (+1 where the sum is
     >= 0, NaN stays NaN), the agreeing entries and their weights, the (disjoint) mean, lambda, plus the base."""
     unrolled = _COMBINERS[min(len(srcs), MAX_UNROLLED)]
 
-    def impl(srcs, buf, weight, consensus, normalize, divisor, lam, apply_lam, b, o, m):
-        unrolled(buf, weight, consensus, normalize, divisor, lam, apply_lam, b, o, m)
+    def impl(srcs, buf, weight, consensus, normalize, divisor, lam, apply_lam, b, out, s, m):
+        return unrolled(buf, weight, consensus, normalize, divisor, lam, apply_lam, b, out, s, m)
     return impl
 
 
@@ -303,56 +351,46 @@ def _abs_sum(a, m):
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def ta_l1(base, srcs, lut, index0, kind, cut, seen, keys, thr, sums, buf):
+def ta_l1(base, srcs, index0, kind, cut, seen, keys, thr, sums, buf):
     """Adds ``(sum |d_i|, sum |kept d_i|)`` on one chunk to ``sums[i]`` (float64) for every source whose rule
-    drops entries; the base is read once."""
+    drops entries; the base is read once. ``buf``: float32 ``[3, BLOCK]``."""
     total = base.shape[0]
-    ld = buf[0]
-    bb = buf[1]
-    d = buf[2]
-    w = buf[3]
-    dbits = d.view(np.int32)
+    bb, d, w = buf[0], buf[1], buf[2]
+    one = np.float32(1.0)
     for s in range(0, total, BLOCK):
         e = min(total, s + BLOCK)
         m = e - s
-        b = load(base, s, e, bb, lut)
+        _base_block(base, s, bb, m)
         for i in range(len(srcs)):
             if kind[i] == 0:
                 continue
-            x = load(srcs[i], s, e, ld, lut)
-            for j in range(m):
-                d[j] = x[j] - b[j]
-            _keep_block(kind[i], cut, seen, i, keys[i], thr[i], index0 + s, d, dbits, w, m)
+            _keep_block(kind[i], cut, seen, i, keys[i], thr[i], srcs[i], s, index0 + s, bb, d, w, m, one, one)
             sums[i, 0] += _abs_sum(d, m)
             sums[i, 1] += _abs_sum(w, m)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def abs_bits_hists(base, srcs, lut, which, buckets, hists, buf):
+def abs_bits_hists(base, srcs, which, buckets, hists, buf):
     """Histograms of the magnitudes' float32 bits of ``srcs[which[p]] - base``, one row of ``hists`` per ``p``:
     ``buckets[p] < 0``: of the high 15 bits (32768 bins); else of the low 16 bits of the entries whose high
-    bits equal ``buckets[p]`` (65536 bins). The base is read once for all of them."""
+    bits equal ``buckets[p]`` (65536 bins). The base is read once for all of them. ``buf``: float32
+    ``[1, BLOCK]``."""
     total = base.shape[0]
-    ld = buf[0]
-    bb = buf[1]
-    d = buf[2]
-    dbits = d.view(np.int32)
+    bb = buf[0]
     for s in range(0, total, BLOCK):
         e = min(total, s + BLOCK)
         m = e - s
-        b = load(base, s, e, bb, lut)
+        _base_block(base, s, bb, m)
         for p in range(which.shape[0]):
-            x = load(srcs[which[p]], s, e, ld, lut)
-            for j in range(m):
-                d[j] = x[j] - b[j]
+            x = srcs[which[p]][s:e]
             hist = hists[p]
             bucket = buckets[p]
             if bucket < 0:
                 for j in range(m):
-                    hist[(dbits[j] & np.int32(0x7FFFFFFF)) >> 16] += 1
+                    hist[magnitude_bits(at(x, j) - bb[j]) >> 16] += 1
             else:
                 for j in range(m):
-                    bits = dbits[j] & np.int32(0x7FFFFFFF)
+                    bits = magnitude_bits(at(x, j) - bb[j])
                     if (bits >> 16) == bucket:
                         hist[bits & 0xFFFF] += 1
 
@@ -368,24 +406,43 @@ def from_top(hist, k):
     return 0, above - hist[0], hist[0]
 
 
+def _linear_unrolled(base, srcs, base_coef, coefs, out):  # pragma: no cover - replaced by the overload below
+    raise NotImplementedError
+
+
+@overload(_linear_unrolled, inline="always")
+def _linear_unrolled_impl(base, srcs, base_coef, coefs, out):
+    unrolled = _LINEARS[min(max(len(srcs), 1), MAX_UNROLLED)]
+
+    def impl(base, srcs, base_coef, coefs, out):
+        return unrolled(base, srcs, base_coef, coefs, out)
+    return impl
+
+
 @njit(nogil=True, cache=True, error_model="numpy")
-def linear_combination(base, srcs, lut, base_coef, coefs, out, buf):
+def linear_combination(base, srcs, base_coef, coefs, out, buf):
     """``out = base * base_coef + sum_i coefs[i] * srcs[i]`` (added in source order; float32 arithmetic, ``out``
-    as in :func:`ta_merge`). ``buf``: float32 ``[3, BLOCK]``."""
+    as in :func:`ta_merge`, and so is what it returns): one loop over the elements for up to MAX_UNROLLED
+    sources, else block by block. ``buf``: float32 ``[1, BLOCK]``."""
     n = len(srcs)
+    if 1 <= n <= MAX_UNROLLED:
+        return _linear_unrolled(base, srcs, base_coef, coefs, out)
     total = out.shape[0]
-    ld = buf[0]
-    bb = buf[1]
+    o = buf[0]
+    peak = np.int32(0)
     for s in range(0, total, BLOCK):
         e = min(total, s + BLOCK)
         m = e - s
-        b = load(base, s, e, bb, lut)
-        o = out_block(out, s, e, buf[2])
+        x = base[s:e]
         for j in range(m):
-            o[j] = b[j] * base_coef
+            o[j] = at(x, j) * base_coef
         for i in range(n):
-            x = load(srcs[i], s, e, ld, lut)
+            x = srcs[i][s:e]
             c = coefs[i]
             for j in range(m):
-                o[j] = o[j] + x[j] * c
-        flush(out, s, e, buf[2])
+                o[j] = o[j] + at(x, j) * c
+        dest = out[s:e]
+        for j in range(m):
+            peak = max(peak, magnitude_bits(o[j]))
+            put(dest, j, o[j])
+    return peak

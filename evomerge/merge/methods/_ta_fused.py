@@ -38,14 +38,6 @@ ENABLED = K is not None  # tests switch it off to compare with the torch kernels
 OUT_DTYPES = (torch.float32, torch.bfloat16)  # what the kernels write (bfloat16 rounded as torch rounds it)
 
 
-def _fp16_table() -> np.ndarray:
-    return torch.arange(1 << 16, dtype=torch.int32).to(torch.int16).view(torch.float16).float().numpy()
-
-
-_LUT = _fp16_table()
-_NO_LUT = np.zeros(1, np.float32)
-
-
 def as_kernel_array(t: torch.Tensor) -> Optional[np.ndarray]:
     """A flat numpy view the kernels read (float32; bfloat16 bits as int16; float16 bits as uint16)."""
     t = t.reshape(-1)
@@ -60,17 +52,23 @@ def as_kernel_array(t: torch.Tensor) -> Optional[np.ndarray]:
     return None
 
 
-def _lut_for(arrays) -> np.ndarray:
-    return _LUT if any(a.dtype == np.uint16 for a in arrays) else _NO_LUT
-
-
 def usable(m, x: TensorInputs) -> bool:
     return ENABLED and x.device.type == "cpu" and x.rng_stream is None and m.sparsifier in _FUSED_SPARSIFIERS
 
 
 def writes(m, dtype: torch.dtype, device: torch.device) -> bool:
     """Whether the fused path writes merged chunks of ``dtype`` straight into the destination."""
-    return ENABLED and device.type == "cpu" and dtype in OUT_DTYPES and m.sparsifier in _FUSED_SPARSIFIERS
+    return streams(m, device) and dtype in OUT_DTYPES
+
+
+def streams(m, device: torch.device) -> bool:
+    """Whether the fused path merges ``m``'s tensors on ``device`` (any number of rows, block-sized scratch)."""
+    return ENABLED and device.type == "cpu" and m.sparsifier in _FUSED_SPARSIFIERS
+
+
+def peak_value(bits: int) -> float:
+    """The largest ``|value|`` a kernel wrote, from the bits it returns (NaN if a NaN was written)."""
+    return float(np.array([bits], np.int32).view(np.float32)[0])
 
 
 class _Chunk:
@@ -81,7 +79,6 @@ class _Chunk:
         self.srcs = [as_kernel_array(x.stored_source(i)) for i in range(len(x.models))]
         self.ok = self.base is not None and all(s is not None for s in self.srcs) \
             and len({s.dtype for s in self.srcs}) == 1
-        self.lut = _lut_for([self.base] + self.srcs) if self.ok else _NO_LUT
         self.index0 = x.rows[0] * engine.geometry(x.shape)[1]
 
 
@@ -94,8 +91,8 @@ def _hists(x: TensorInputs, which: list[int], buckets: list[int], bins: int) -> 
     hists = np.zeros((len(which), bins), np.int64)
     for chunk in x.chunks():
         c = _Chunk(chunk)
-        K.abs_bits_hists(c.base, tuple(c.srcs), c.lut, np.asarray(which, np.int64), np.asarray(buckets, np.int64),
-                         hists, _scratch(chunk, 3))
+        K.abs_bits_hists(c.base, tuple(c.srcs), np.asarray(which, np.int64), np.asarray(buckets, np.int64), hists,
+                         _scratch(chunk, 1))
     return hists
 
 
@@ -187,36 +184,36 @@ def _l1_factors(x: TensorInputs, rules: _Rules) -> list[float]:
     if rules.kind.any():
         for chunk in x.chunks():
             c = _Chunk(chunk)
-            K.ta_l1(c.base, tuple(c.srcs), c.lut, c.index0, rules.kind, rules.cut, rules.seen(chunk), rules.keys,
+            K.ta_l1(c.base, tuple(c.srcs), c.index0, rules.kind, rules.cut, rules.seen(chunk), rules.keys,
                     rules.thr, sums, _scratch(chunk, 4))
     return [float(b / a) if k and b >= _EPS and a >= _EPS else 1.0 for (b, a), k in zip(sums, rules.kind)]
 
 
-def weighted_sum(x: TensorInputs, coefs: list[float], out: torch.Tensor) -> bool:
-    """``out = sum_i coefs[i] * source_i`` (the linear method) with the fused kernel; False where it cannot."""
+def weighted_sum(x: TensorInputs, coefs: list[float], out: torch.Tensor) -> Optional[float]:
+    """``out = sum_i coefs[i] * source_i`` (the linear method) with the fused kernel: the largest ``|value|``
+    written, or None (nothing done) where it cannot."""
     if not (ENABLED and x.device.type == "cpu" and len(coefs) > 1 and out.dtype in OUT_DTYPES
             and out.is_contiguous()):
-        return False
+        return None
     srcs = [as_kernel_array(x.stored_source(i)) for i in range(len(coefs))]
     if any(s is None for s in srcs) or len({s.dtype for s in srcs}) != 1:
-        return False
-    K.linear_combination(srcs[0], tuple(srcs[1:]), _lut_for(srcs), np.float32(coefs[0]),
-                         np.asarray(coefs[1:], np.float32), as_kernel_array(out), _scratch(x, 3))
-    return True
+        return None
+    return peak_value(K.linear_combination(srcs[0], tuple(srcs[1:]), np.float32(coefs[0]),
+                                           np.asarray(coefs[1:], np.float32), as_kernel_array(out), _scratch(x, 1)))
 
 
-def merge(m, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> bool:
-    """Merge this chunk into ``out`` with the fused kernels; False (nothing done) where they cannot read it."""
+def merge(m, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> Optional[float]:
+    """Merge this chunk into ``out`` with the fused kernels: the largest ``|value|`` written, or None (nothing
+    done) where they cannot read it."""
     c = _Chunk(x)
     if not c.ok or out.dtype not in OUT_DTYPES or not out.is_contiguous():
-        return False
+        return None
     n = len(x.models)
     dest = as_kernel_array(out)
     if m.sparsifier is None and not m.consensus:
         coef = linear_coefficients(p)
-        K.linear_combination(c.base, tuple(c.srcs), c.lut, np.float32(1.0 - sum(coef)),
-                             np.asarray(coef, np.float32), dest, _scratch(x, 3))
-        return True
+        return peak_value(K.linear_combination(c.base, tuple(c.srcs), np.float32(1.0 - sum(coef)),
+                                               np.asarray(coef, np.float32), dest, _scratch(x, 1)))
     rules = x.stat("rules", lambda: _Rules(m, x, p))
     factor = np.ones(n, np.float32)
     if p.shared.get("rescale", False):
@@ -226,7 +223,6 @@ def merge(m, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> bool:
     if divisor.abs() < 1e-8:
         divisor = torch.ones_like(divisor)
     lam = p.shared["lambda"]
-    K.ta_merge(c.base, tuple(c.srcs), c.lut, c.index0, rules.kind, rules.cut, rules.seen(x), rules.keys,
-               rules.thr, factor, weights.numpy(), bool(m.consensus), bool(p.shared["normalize"]),
-               np.float32(divisor), np.float32(lam), lam != 1, dest, _scratch(x, n + 6))
-    return True
+    return peak_value(K.ta_merge(c.base, tuple(c.srcs), c.index0, rules.kind, rules.cut, rules.seen(x), rules.keys,
+                                 rules.thr, factor, weights.numpy(), bool(m.consensus), bool(p.shared["normalize"]),
+                                 np.float32(divisor), np.float32(lam), lam != 1, dest, _scratch(x, n + 6)))

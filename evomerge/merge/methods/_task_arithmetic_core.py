@@ -69,9 +69,15 @@ class TaskArithmeticFamily(MergeMethod):
 
         return super().writes(dtype, device) or _ta_fused.writes(self, dtype, device)
 
-    def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
+    def streams(self, device, n_models: int) -> bool:
+        from evomerge.merge.methods import _ta_fused
+
+        return _ta_fused.streams(self, device)
+
+    def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> Optional[float]:
         from evomerge.merge.methods import _ta_fused, _ta_kernels
 
-        if _ta_fused.usable(self, x) and _ta_fused.merge(self, x, p, out):
-            return
+        if _ta_fused.usable(self, x) and (peak := _ta_fused.merge(self, x, p, out)) is not None:
+            return peak
         _ta_kernels.merge(self, x, p, out)
+        return None

@@ -6,7 +6,7 @@ Wortsman et al., "Model soups", https://arxiv.org/abs/2203.05482
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from evomerge.errors import EvomergeError
 from evomerge.merge.registry import MergeMethod, ParamSpec, TensorParams, merge_method
@@ -34,7 +34,12 @@ class Linear(MergeMethod):
         return super().writes(dtype, device) or (_ta_fused.ENABLED and device.type == "cpu"
                                                  and dtype in _ta_fused.OUT_DTYPES)
 
-    def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> None:
+    def streams(self, device, n_models: int) -> bool:
+        from evomerge.merge.methods import _ta_fused
+
+        return _ta_fused.ENABLED and device.type == "cpu" and n_models > 1
+
+    def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> Optional[float]:
         import torch  # here, not at the top: the registry lists methods without torch
 
         weights = p.per_model["weight"]
@@ -44,13 +49,14 @@ class Linear(MergeMethod):
         scale = 1.0 / total if p.shared["normalize"] else 1.0
         from evomerge.merge.methods import _ta_fused
 
-        if _ta_fused.weighted_sum(x, [w * scale for w in weights], out):  # CPU: one fused pass, any dtype
-            return
+        if (peak := _ta_fused.weighted_sum(x, [w * scale for w in weights], out)) is not None:  # CPU: one pass
+            return peak
         if out.dtype != torch.float32:
             merged = x.buffer("merged", out.shape, torch.float32)
             self.merge_tensor(x, p, merged)
             out.copy_(merged)
-            return
+            return None
         torch.mul(x.source(0), weights[0] * scale, out=out)  # one read of each source, no stack
         for i in range(1, len(weights)):
             out.add_(x.source(i), alpha=weights[i] * scale)
+        return None
