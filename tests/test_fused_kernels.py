@@ -33,8 +33,9 @@ def params(method: str, rescale: bool, lam: float) -> TensorParams:
 def sources(dtype: torch.dtype, quantized: bool, shape=(48, 40)):
     g = torch.Generator().manual_seed(1)
     base = torch.randn(shape, generator=g)
-    if quantized:  # few distinct magnitudes: ties straddle every cut-off
-        deltas = [torch.randint(-5, 6, shape, generator=g) * 0.0625 for _ in range(3)]
+    if quantized:  # few distinct magnitudes (``quantized`` of them, 5 for True): ties straddle every cut-off
+        levels = 5 if quantized is True else quantized
+        deltas = [torch.randint(-levels, levels + 1, shape, generator=g) * 0.0625 for _ in range(3)]
     else:
         deltas = [torch.randn(shape, generator=g) * 0.02 for _ in range(3)]
     return base.to(dtype), [(base + d).to(dtype) for d in deltas]
@@ -42,9 +43,10 @@ def sources(dtype: torch.dtype, quantized: bool, shape=(48, 40)):
 
 def run(method: str, base, srcs, fused: bool, chunk: int, monkeypatch, rescale=False, lam=1.0, seed=7):
     calls = []
-    for name in ("ta_merge", "linear_combination"):  # so a test notices if the fused path stops being taken
-        kernel = getattr(_ta_fused.K, name)
-        monkeypatch.setattr(_ta_fused.K, name, lambda *a, _k=kernel: calls.append(1) or _k(*a))
+    def spy(kernel):  # so a test notices if the fused path stops being taken
+        return lambda *a: calls.append(1) or kernel(*a)
+    monkeypatch.setattr(_ta_fused.K, "TA_MERGE", tuple(spy(k) for k in _ta_fused.K.TA_MERGE))
+    monkeypatch.setattr(_ta_fused.K, "linear_combination", spy(_ta_fused.K.linear_combination))
     monkeypatch.setattr(_ta_fused, "ENABLED", fused)
     monkeypatch.setattr(engine, "CHUNK_ELEMS", chunk)
     m, p = params(method, rescale, lam)
@@ -73,6 +75,21 @@ def test_fused_kernels_equal_the_torch_kernels(method, dtype, quantized, monkeyp
                 assert torch.equal(fused_out, torch_out), (chunk, rescale, lam)
             if method != "task_arithmetic":
                 assert not torch.equal(fused_out, base.float())
+
+
+@pytest.mark.parametrize("method", ["ties", "breadcrumbs_ties"])
+@pytest.mark.parametrize("dtype, levels", [(torch.float32, 5), (torch.bfloat16, 5), (torch.bfloat16, 1)])
+def test_ties_over_many_spans_are_kept_in_index_order(method, dtype, levels, monkeypatch):
+    """Quantized task vectors over 10 spans of the unrolled loop, so that ties of every cut-off fall in most
+    spans: kept in index order (the unrolled loop where a span's ties are all kept or all dropped, the generic
+    path in the span where a cut-off falls), one chunk or many; with one level, the cut-off's bucket holds
+    too many entries to be read out and is histogrammed instead."""
+    from evomerge.merge.methods import _cpu_kernels
+
+    base, srcs = sources(dtype, quantized=levels, shape=(10 * _cpu_kernels.SPAN // 1024, 1024))
+    torch_out = run(method, base, srcs, False, 1 << 19, monkeypatch)
+    for chunk in (1 << 19, 37 * 1024):
+        assert torch.equal(run(method, base, srcs, True, chunk, monkeypatch), torch_out), chunk
 
 
 @pytest.mark.parametrize("method", ["ties", "dare_ties", "breadcrumbs_ties"])

@@ -23,6 +23,7 @@ from numba.extending import intrinsic, overload
 from evomerge.merge.counter_stream import FINAL_SHIFT, M1, M2, M3, S1, S2, S3
 
 BLOCK = 1024  # elements per inner block: a block of every task vector and the outputs stay in L1
+SPAN = 16 * BLOCK  # elements per call of an unrolled loop (no scratch: only the call's cost to spread)
 
 # Element access. Stored arrays as the kernels see them: float32; bfloat16 bits as int16 (the high half of a
 # float32); float16 bits as uint16 (widened by the CPU's half-precision instruction: exact). A destination is
@@ -107,14 +108,14 @@ def counter_u24(key, index):
 
 
 
-@njit(inline="always")
+@njit(error_model="numpy")
 def _base_block(base, s, bb, m):
     x = base[s:s + m]
     for j in range(m):
         bb[j] = at(x, j)
 
 
-@njit(inline="always")
+@njit(error_model="numpy")
 def _keep_block(kind, cut, seen, i, key, thr, src, s, index, bb, d, w, m, f, wt):
     """``d[:m]`` = source ``i``'s task vector on the block at ``s`` (``bb``: the base's); ``w[:m]`` = ``(d * f) * wt``
     where its rule keeps an entry, ``((d * 0) * f) * wt`` elsewhere."""
@@ -158,31 +159,103 @@ def _keep_block(kind, cut, seen, i, key, thr, src, s, index, bb, d, w, m, f, wt)
             w[j] = ((v if counter_u24(key, index + j) < thr else v * zero) * f) * wt
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
-def ta_merge(base, srcs, index0, kind, cut, seen, keys, thr, factor, weight, consensus, normalize, divisor, lam,
-             apply_lam, out, buf):
-    """One chunk of the task-arithmetic family into ``out`` (float32, or bfloat16 bits as int16); returns the
-    largest magnitude's bits (:func:`magnitude_bits`) of the float32 results. ``buf``: float32 ``[n + 6, BLOCK]``."""
-    n = len(srcs)
-    total = out.shape[0]
-    bb, d = buf[n], buf[n + 1]
-    peak = np.int32(0)
-    for s in range(0, total, BLOCK):
-        e = min(total, s + BLOCK)
-        m = e - s
-        _base_block(base, s, bb, m)
-        for i in range(n):
-            _keep_block(kind[i], cut, seen, i, keys[i], thr[i], srcs[i], s, index0 + s, bb, d, buf[i], m,
-                        factor[i], weight[i])
-        if n <= MAX_UNROLLED:
-            got = combine(srcs, buf, weight, consensus, normalize, divisor, lam, apply_lam, bb, out, s, m)
-        else:
-            got = _combine_any(buf, n, weight, consensus, normalize, divisor, lam, apply_lam, bb, out, s, m)
-        peak = max(peak, got)
-    return peak
+@njit(error_model="numpy")
+def _tie_rules(cut, seen, ties):
+    """Per source, how the next span keeps entries equal to its cut-off values: the lower one's kept when all of
+    them are, or (optimistically) while fewer than ``need`` were seen; the upper one's when ``need`` of them were
+    seen already (its first ``need`` are among the largest, so out of the band)."""
+    for i in range(cut.shape[0]):
+        need0, eq0, need1, eq1 = cut[i, 0, 1], cut[i, 0, 2], cut[i, 1, 1], cut[i, 1, 2]
+        ties[i, 0] = need0 == eq0 or seen[i, 0] < need0
+        ties[i, 1] = need1 != eq1 and seen[i, 1] >= need1
+
+
+@njit(error_model="numpy")
+def _ties_fit(base, srcs, s, e, cut, seen):
+    """Whether the span ``[s, e)`` kept its ties as index order keeps them (no cut-off falls inside it), counting
+    them into ``seen`` if so: only the cut-offs whose ties are still partly kept are counted (the others' ties
+    are decided whatever their count)."""
+    counts = np.zeros(seen.shape, np.int64)
+    xb = base[s:e]
+    for i in range(cut.shape[0]):
+        x = srcs[i][s:e]
+        for c in range(2):
+            v, need, eq = np.int32(cut[i, c, 0]), cut[i, c, 1], cut[i, c, 2]
+            if need == eq or seen[i, c] >= need:
+                continue
+            count = 0
+            for j in range(e - s):
+                count += magnitude_bits(at(x, j) - at(xb, j)) == v
+            if seen[i, c] + count > need:
+                return False
+            counts[i, c] = count
+    for i in range(cut.shape[0]):
+        seen[i, 0] += counts[i, 0]
+        seen[i, 1] += counts[i, 1]
+    return True
 
 
 @njit(inline="always")
+def _ta_merge(mode, base, srcs, index0, kind, cut, seen, keys, thr, factor, weight, consensus, normalize, divisor,
+              lam, apply_lam, out, buf):
+    n = len(srcs)
+    total = out.shape[0]
+    bb, d = buf[n], buf[n + 1]
+    ties = np.zeros((n, 2), np.int64)
+    peak = np.int32(0)
+    for s0 in range(0, total, SPAN):
+        e0 = min(total, s0 + SPAN)
+        if n <= MAX_UNROLLED:
+            if mode == 1:
+                _tie_rules(cut, seen, ties)
+            got, hits = merge_block(srcs, mode, base, s0, e0 - s0, index0 + s0, cut, ties, keys, thr, factor,
+                                    weight, consensus, normalize, divisor, lam, apply_lam, out)
+            if not hits or _ties_fit(base, srcs, s0, e0, cut, seen):
+                peak = max(peak, got)
+                continue
+        for s in range(s0, e0, BLOCK):  # ties in index order (a cut-off inside this span), or many sources
+            e = min(e0, s + BLOCK)
+            m = e - s
+            _base_block(base, s, bb, m)
+            for i in range(n):
+                _keep_block(kind[i], cut, seen, i, keys[i], thr[i], srcs[i], s, index0 + s, bb, d, buf[i], m,
+                            factor[i], weight[i])
+            got = _combine_any(buf, n, weight, consensus, normalize, divisor, lam, apply_lam, bb, out, s, m)
+            peak = max(peak, got)
+    return peak
+
+
+# One compiled kernel per keep rule (``kind.max()``: a method's sources share one rule), so a method compiles
+# only its own loop. Each: one chunk of the task-arithmetic family into ``out`` (float32, or bfloat16 bits as
+# int16); returns the largest magnitude's bits (:func:`magnitude_bits`) of the float32 results. ``buf``: float32
+# ``[n + 6, BLOCK]``. Up to MAX_UNROLLED sources, a span is merged in one loop over its elements (every
+# source's rule inline); the one span per cut-off where index order decides which ties are kept is merged
+# again by the generic path. A source whose rule keeps all has ``cut`` / ``thr`` that keep all too.
+@njit(nogil=True, cache=True, error_model="numpy")
+def ta_merge_all(base, srcs, index0, kind, cut, seen, keys, thr, factor, weight, consensus, normalize, divisor, lam,
+                 apply_lam, out, buf):
+    return _ta_merge(0, base, srcs, index0, kind, cut, seen, keys, thr, factor, weight, consensus, normalize,
+                     divisor, lam, apply_lam, out, buf)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def ta_merge_band(base, srcs, index0, kind, cut, seen, keys, thr, factor, weight, consensus, normalize, divisor,
+                  lam, apply_lam, out, buf):
+    return _ta_merge(1, base, srcs, index0, kind, cut, seen, keys, thr, factor, weight, consensus, normalize,
+                     divisor, lam, apply_lam, out, buf)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def ta_merge_random(base, srcs, index0, kind, cut, seen, keys, thr, factor, weight, consensus, normalize, divisor,
+                    lam, apply_lam, out, buf):
+    return _ta_merge(2, base, srcs, index0, kind, cut, seen, keys, thr, factor, weight, consensus, normalize,
+                     divisor, lam, apply_lam, out, buf)
+
+
+TA_MERGE = (ta_merge_all, ta_merge_band, ta_merge_random)  # by kind.max()
+
+
+@njit(error_model="numpy")
 def _combine_any(buf, n, weight, consensus, normalize, divisor, lam, apply_lam, b, out, s, m):
     """The merged block from the weighted, kept task vectors ``buf[:n]`` (any n; see :func:`combine`)."""
     one = np.float32(1.0)
@@ -232,16 +305,20 @@ def _combine_any(buf, n, weight, consensus, normalize, divisor, lam, apply_lam, 
 
 
 MAX_UNROLLED = 8
-_COMBINE_TEMPLATE = """
-def combine_{n}(buf, weight, consensus, normalize, divisor, lam, apply_lam, b, out, s, m):
+_MERGE_TEMPLATE = """
+def merge_{n}_{mode}(base, srcs, s, m, index, cut, ties, keys, thr, factor, weight, consensus, normalize,
+                     divisor, lam, apply_lam, out):
     one = np.float32(1.0)
     zero = np.float32(0.0)
+    xb = base[s:s + m]
     o = out[s:s + m]
     peak = np.int32(0)
-    {rows}
+    hits = False  # rule 1: a magnitude equal to a cut-off value (an OR: vectorises better than a count)
+    {setup}
     if consensus:
         for j in range(m):
-            {loads}
+            b = at(xb, j)
+            {rules}
             v = {total}
             sg = v if v != v else (one if v >= zero else -one)
             acc = zero
@@ -253,22 +330,35 @@ def combine_{n}(buf, weight, consensus, normalize, divisor, lam, apply_lam, b, o
                 v = v / dv
             if apply_lam:
                 v = v * lam
-            v = b[j] + v
+            v = b + v
             peak = max(peak, magnitude_bits(v))
             put(o, j, v)
     else:
         for j in range(m):
-            {loads}
+            b = at(xb, j)
+            {rules}
             v = {total}
             if normalize:
                 v = v / divisor
             if apply_lam:
                 v = v * lam
-            v = b[j] + v
+            v = b + v
             peak = max(peak, magnitude_bits(v))
             put(o, j, v)
-    return peak
+    return peak, hits
 """
+_SETUP = ("x{i} = srcs[{i}][s:s + m]; f{i} = factor[{i}]; wt{i} = weight[{i}]",
+          "x{i} = srcs[{i}][s:s + m]; f{i} = factor[{i}]; wt{i} = weight[{i}]; "
+          "lo{i} = np.int32(cut[{i}, 0, 0]); hi{i} = np.int32(cut[{i}, 1, 0]); "
+          "kl{i} = ties[{i}, 0] != 0; kh{i} = ties[{i}, 1] != 0",
+          "x{i} = srcs[{i}][s:s + m]; f{i} = factor[{i}]; wt{i} = weight[{i}]; k{i} = keys[{i}]; t{i} = thr[{i}]")
+_RULE = ("d = at(x{i}, j) - b\n            w{i} = (d * f{i}) * wt{i}",
+         "d = at(x{i}, j) - b\n            bits = magnitude_bits(d)\n"
+         "            hits = hits | (bits == lo{i}) | (bits == hi{i})\n"
+         "            keep = ((bits > lo{i}) | ((bits == lo{i}) & kl{i})) & ((bits < hi{i}) | ((bits == hi{i}) & kh{i}))\n"
+         "            w{i} = ((d if keep else d * zero) * f{i}) * wt{i}",
+         "d = at(x{i}, j) - b\n"
+         "            w{i} = ((d if counter_u24(k{i}, index + j) < t{i} else d * zero) * f{i}) * wt{i}")
 _AGREE = """a = w{i} * sg
             pos = a > zero
             nan = a != a
@@ -287,67 +377,66 @@ def linear_{n}(base, srcs, base_coef, coefs, out):
 """
 
 
-def _unrolled(template: str, name: str, n: int, **parts):
-    """A kernel piece with its ``n`` sources unrolled (one loop, values in registers: ~3x faster than a loop
-    over sources). Generated from the fixed templates above, never from input."""
-    code = template.format(n=n, **parts)
-    scope = {"np": np, "at": at, "put": put, "magnitude_bits": magnitude_bits}
-    exec(compile(code, f"<evomerge {name}_{n}>", "exec"), scope)  # noqa: S102 - a fixed template
-    return njit(inline="always")(scope[f"{name}_{n}"])
+def _unrolled(template: str, name: str, **parts):
+    """A kernel piece with its sources unrolled (one loop, values in registers: ~3x faster than a loop over
+    sources). Generated from the fixed templates above, never from input."""
+    code = template.format(**parts)
+    scope = {"np": np, "at": at, "put": put, "magnitude_bits": magnitude_bits, "counter_u24": counter_u24}
+    exec(compile(code, f"<evomerge {name}>", "exec"), scope)  # noqa: S102 - a fixed template
+    return njit(error_model="numpy")(scope[name])
 
 
-def _combine_for(n: int):
-    return _unrolled(_COMBINE_TEMPLATE, "combine", n,
-                     rows="\n    ".join(f"r{i} = buf[{i}]; wt{i} = weight[{i}]" for i in range(n)),
-                     loads="\n            ".join(f"w{i} = r{i}[j]" for i in range(n)),
+def _merge_for(n: int, mode: int):
+    """The block merge of ``n`` sources under keep rule ``mode`` (``kind`` 0, 1 or 2)."""
+    def each(text: str, sep: str) -> str:
+        return sep.join(text.format(i=i) for i in range(n))
+    return _unrolled(_MERGE_TEMPLATE, f"merge_{n}_{mode}", n=n, mode=mode, setup=each(_SETUP[mode], "\n    "),
+                     rules=each(_RULE[mode], "\n            "),
                      total=" + ".join(f"w{i}" for i in range(n)),  # left to right: the order of the generic sum
-                     agree="\n            ".join(_AGREE.format(i=i) for i in range(n)))
+                     agree=each(_AGREE, "\n            "))
 
 
 def _linear_for(n: int):
-    return _unrolled(_LINEAR_TEMPLATE, "linear", n,
+    return _unrolled(_LINEAR_TEMPLATE, f"linear_{n}", n=n,
                      rows="\n    ".join(f"s{i} = srcs[{i}]; c{i} = coefs[{i}]" for i in range(n)),
                      adds="\n        ".join(f"v = v + at(s{i}, j) * c{i}" for i in range(n)))
 
 
-_COMBINERS = {n: _combine_for(n) for n in range(1, MAX_UNROLLED + 1)}
+_MERGERS = {n: tuple(_merge_for(n, mode) for mode in range(3)) for n in range(1, MAX_UNROLLED + 1)}
 _LINEARS = {n: _linear_for(n) for n in range(1, MAX_UNROLLED + 1)}
 
 
-def combine(srcs, buf, weight, consensus, normalize, divisor, lam, apply_lam, b, out, s, m):  # pragma: no cover
+def merge_block(srcs, mode, base, s, m, index, cut, ties, keys, thr, factor, weight, consensus, normalize,
+                divisor, lam, apply_lam, out):  # pragma: no cover - replaced by the overload below inside numba
     raise NotImplementedError
 
 
-@overload(combine, inline="always")
-def _combine_impl(srcs, buf, weight, consensus, normalize, divisor, lam, apply_lam, b, out, s, m):
-    """The merged block from the weighted, kept task vectors: the sum, the elected sign (+1 where the sum is
-    >= 0, NaN stays NaN), the agreeing entries and their weights, the (disjoint) mean, lambda, plus the base."""
-    unrolled = _COMBINERS[min(len(srcs), MAX_UNROLLED)]
+@overload(merge_block, jit_options={"error_model": "numpy"})
+def _merge_block_impl(srcs, mode, base, s, m, index, cut, ties, keys, thr, factor, weight, consensus,
+                      normalize, divisor, lam, apply_lam, out):
+    """A span merged element by element: every source's task vector, keep rule, rescale and weight, the sum, the
+    elected sign (+1 where the sum is >= 0, NaN stays NaN), the agreeing entries and their weights, the
+    (disjoint) mean, lambda, plus the base. Rule 1 keeps the entries equal to a cut-off value as ``ties`` says.
+    Returns (peak bits, whether a magnitude equals a cut-off value)."""
+    fs = _MERGERS[min(len(srcs), MAX_UNROLLED)]
+    f = fs[mode.literal_value] if isinstance(mode, types.IntegerLiteral) else None
 
-    def impl(srcs, buf, weight, consensus, normalize, divisor, lam, apply_lam, b, out, s, m):
-        return unrolled(buf, weight, consensus, normalize, divisor, lam, apply_lam, b, out, s, m)
-    return impl
+    def impl(srcs, mode, base, s, m, index, cut, ties, keys, thr, factor, weight, consensus, normalize,
+             divisor, lam, apply_lam, out):
+        return f(base, srcs, s, m, index, cut, ties, keys, thr, factor, weight, consensus, normalize,
+                 divisor, lam, apply_lam, out)
+    return impl if f is not None else None
 
 
-@njit(inline="always")
+@njit(error_model="numpy", fastmath={"reassoc"})
 def _abs_sum(a, m):
-    """``sum |a[:m]|`` in float64, over 8 interleaved partial sums (a fixed order: independent chains)."""
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    j = 0
-    while j + 8 <= m:
-        s0 += abs(a[j])
-        s1 += abs(a[j + 1])
-        s2 += abs(a[j + 2])
-        s3 += abs(a[j + 3])
-        s4 += abs(a[j + 4])
-        s5 += abs(a[j + 5])
-        s6 += abs(a[j + 6])
-        s7 += abs(a[j + 7])
-        j += 8
-    while j < m:
-        s0 += abs(a[j])
-        j += 1
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    """``sum |a[:m]|`` in float64; reassociated into vectorised partial sums (a fixed order per compiled kernel,
+    and the float64 sums of float32 entries round to the same float32 factor whatever the order)."""
+    x = a[:m]
+    total = 0.0
+    for j in range(m):
+        total += np.float64(abs(x[j]))
+    return total
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -364,9 +453,27 @@ def ta_l1(base, srcs, index0, kind, cut, seen, keys, thr, sums, buf):
         for i in range(len(srcs)):
             if kind[i] == 0:
                 continue
+            if kind[i] == 2:
+                all_, kept = _random_l1(srcs[i][s:e], bb, keys[i], thr[i], index0 + s, m)
+                sums[i, 0] += all_
+                sums[i, 1] += kept
+                continue
             _keep_block(kind[i], cut, seen, i, keys[i], thr[i], srcs[i], s, index0 + s, bb, d, w, m, one, one)
             sums[i, 0] += _abs_sum(d, m)
             sums[i, 1] += _abs_sum(w, m)
+
+
+@njit(error_model="numpy", fastmath={"reassoc"})
+def _random_l1(x, bb, key, thr, index, m):
+    """``(sum |d|, sum |kept d|)`` of one block under a random keep rule, in one loop (sums as in
+    :func:`_abs_sum`)."""
+    total = 0.0
+    kept = 0.0
+    for j in range(m):
+        a = np.float64(abs(at(x, j) - bb[j]))
+        total += a
+        kept += a if counter_u24(key, index + j) < thr else 0.0
+    return total, kept
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -395,6 +502,40 @@ def abs_bits_hists(base, srcs, which, buckets, hists, buf):
                         hist[bits & 0xFFFF] += 1
 
 
+@njit(nogil=True, cache=True, error_model="numpy")
+def bucket_bits(base, srcs, which, buckets, filled, vals, buf):
+    """Appends to ``vals[p]`` (from ``filled[p]`` on, which it advances) the magnitudes' float32 bits of the
+    entries of ``srcs[which[p]] - base`` whose high 15 bits equal ``buckets[p]``; ``vals[p]`` has room for them
+    and 8 more. A vectorised pass marks the few entries in the bucket; 8 marks are tested at once, and the
+    marked entries are appended without a branch. ``buf``: float32 ``[3, BLOCK]``."""
+    total = base.shape[0]
+    bb = buf[0]
+    kb = buf[1].view(np.int32)
+    fl = buf[2].view(np.uint8)  # a mark per entry (its first BLOCK bytes), read 8 at a time through words
+    words = buf[2].view(np.uint64)
+    for s in range(0, total, BLOCK):
+        e = min(total, s + BLOCK)
+        m = e - s
+        _base_block(base, s, bb, m)
+        for p in range(which.shape[0]):
+            x = srcs[which[p]][s:e]
+            bucket = buckets[p]
+            for j in range(m):
+                bits = magnitude_bits(at(x, j) - bb[j])
+                kb[j] = bits
+                fl[j] = (bits >> 16) == bucket
+            for j in range(m, BLOCK):
+                fl[j] = 0
+            row = vals[p]
+            c = filled[p]
+            for w in range((m + 7) // 8):
+                if words[w]:
+                    for j in range(8 * w, 8 * w + 8):
+                        row[c] = kb[j]
+                        c += fl[j]
+            filled[p] = c
+
+
 @njit(cache=True)
 def from_top(hist, k):
     """The bin holding the k-th largest entry, the count in higher bins, and the bin's count."""
@@ -410,7 +551,7 @@ def _linear_unrolled(base, srcs, base_coef, coefs, out):  # pragma: no cover - r
     raise NotImplementedError
 
 
-@overload(_linear_unrolled, inline="always")
+@overload(_linear_unrolled, jit_options={"error_model": "numpy"})
 def _linear_unrolled_impl(base, srcs, base_coef, coefs, out):
     unrolled = _LINEARS[min(max(len(srcs), 1), MAX_UNROLLED)]
 

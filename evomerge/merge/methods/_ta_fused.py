@@ -127,10 +127,35 @@ def _top_counts(x: TensorInputs, wanted: list[tuple[int, int]]) -> None:
             high[i] = x.cache(("maghist", x.models[i]), lambda h=h: torch.from_numpy(h), 1).numpy() \
                 if n >= _HIST_KEEP_ELEMS else h
     found = [K.from_top(high[i], k) for i, k in wanted]
-    low = _hists(x, [i for i, _ in wanted], [int(b) for b, _, _ in found], 1 << 16)
+    which = [i for i, _ in wanted]
+    buckets = [int(b) for b, _, _ in found]
+    sizes = [int(in_bucket) for _, _, in_bucket in found]
+    if max(sizes) <= engine.CHUNK_ELEMS:  # the bucket's magnitudes themselves: within a chunk's scratch
+        ranked = [np.sort(v)[::-1] for v in _bucket_values(x, which, buckets, sizes)]
+        for (i, k), (_, above, _), v in zip(wanted, found, ranked):
+            r = k - above  # the r-th largest in the bucket
+            t = v[r - 1]
+            greater = int(np.searchsorted(-v, -t, side="left"))
+            n_equal = int(np.searchsorted(-v, -t, side="right")) - greater
+            x.stats[("top", i, k)] = (int(t), int(r - greater), n_equal)
+        return
+    low = _hists(x, which, buckets, 1 << 16)  # a crowded bucket (equal magnitudes): its low bits' histogram
     for (i, k), (bucket, above, _), hist in zip(wanted, found, low):
         lo, greater, n_equal = K.from_top(hist, k - above)
         x.stats[("top", i, k)] = ((int(bucket) << 16) | int(lo), int(k - above - greater), int(n_equal))
+
+
+def _bucket_values(x: TensorInputs, which: list[int], buckets: list[int], sizes: list[int]) -> list[np.ndarray]:
+    """The magnitudes' bits of source ``which[p]`` in high-bits bucket ``buckets[p]`` (``sizes[p]`` of them)."""
+    vals = np.empty((len(which), max(sizes) + 8), np.int32)
+    filled = np.zeros(len(which), np.int64)
+    for chunk in x.chunks():
+        c = _Chunk(chunk)
+        K.bucket_bits(c.base, tuple(c.srcs), np.asarray(which, np.int64), np.asarray(buckets, np.int64), filled,
+                      vals, _scratch(chunk, 3))
+    if list(filled) != sizes:  # pragma: no cover - the cached histogram is of the same entries
+        raise AssertionError(f"bucket sizes {list(filled)} != {sizes} for {x.name}")
+    return [vals[p, :size] for p, size in enumerate(sizes)]
 
 
 def _cut(x: TensorInputs, i: int, k: int) -> tuple[int, int, int]:
@@ -148,8 +173,9 @@ class _Rules:
         n = len(x.models)
         self.kind = np.zeros(n, np.int64)
         self.cut = np.zeros((n, 2, 3), np.int64)
+        self.cut[:, 0], self.cut[:, 1] = _ALL, _NONE  # keep all, as a band (the kernels' unrolled loops)
         self.keys = np.zeros(n, np.uint64)
-        self.thr = np.zeros(n, np.int64)
+        self.thr = np.full(n, counter_stream.ONE, np.int64)  # keep all, as a draw
         numel = x.shape_numel
         bands: dict[int, tuple[int, int]] = {}
         for i in range(n):
@@ -223,6 +249,6 @@ def merge(m, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> Optional[fl
     if divisor.abs() < 1e-8:
         divisor = torch.ones_like(divisor)
     lam = p.shared["lambda"]
-    return peak_value(K.ta_merge(c.base, tuple(c.srcs), c.index0, rules.kind, rules.cut, rules.seen(x), rules.keys,
+    return peak_value(K.TA_MERGE[int(rules.kind.max())](c.base, tuple(c.srcs), c.index0, rules.kind, rules.cut, rules.seen(x), rules.keys,
                                  rules.thr, factor, weights.numpy(), bool(m.consensus), bool(p.shared["normalize"]),
                                  np.float32(divisor), np.float32(lam), lam != 1, dest, _scratch(x, n + 6)))
