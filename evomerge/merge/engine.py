@@ -376,7 +376,8 @@ def merge_tensor(method, params, name: str, models: list[str], base_view: Option
     rng_stream = rng_stream if rng_stream is not None and method.random_draws() else None
     direct = (dest is not None and dest.device == workspace.device and dest.is_contiguous()
               and method.writes(dest.dtype, dest.device))
-    whole = method.whole_tensor(shape) or rng_stream is not None or (direct and _streamed(method, views, source_views, dest))
+    whole = (method.whole_tensor(shape) or rng_stream is not None
+             or (direct and _streamed(method, views, source_views, dest)))
     chunks = [(0, geometry(shape)[0])] if whole else row_chunks(shape)
 
     def tensor_cache(key, make, priority: int = 0):

@@ -4,8 +4,9 @@ One kernel call handles one chunk: it reads the stored sources in their own dtyp
 first use, and does a method's whole per-element work (task vector, magnitude or random keep rule, rescale,
 weights, sign election, disjoint mean) in one pass, block by block, with no chunk-sized temporaries; results
 are written in the destination's dtype as they are made. ``nogil``: the merge threads
-(:class:`evomerge.merge.engine.TensorPool`) run them side by side. The arithmetic is the float32 arithmetic of the torch kernels in
-:mod:`evomerge.merge.methods._ta_kernels`, operation by operation (tests compare the two bit for bit).
+(:class:`evomerge.merge.engine.TensorPool`) run them side by side. The arithmetic is the float32 arithmetic of
+the torch kernels in :mod:`evomerge.merge.methods._ta_kernels`, operation by operation (tests compare the two
+bit for bit).
 
 Keep rules per source (``kind``): 0 keeps every entry; 1 keeps the entries inside a band of magnitudes, among
 the ``hi`` largest and not among the ``lo`` largest (TIES: no ``lo``; Breadcrumbs: both), each cut-off given as
@@ -355,7 +356,8 @@ _SETUP = ("x{i} = srcs[{i}][s:s + m]; f{i} = factor[{i}]; wt{i} = weight[{i}]",
 _RULE = ("d = at(x{i}, j) - b\n            w{i} = (d * f{i}) * wt{i}",
          "d = at(x{i}, j) - b\n            bits = magnitude_bits(d)\n"
          "            hits = hits | (bits == lo{i}) | (bits == hi{i})\n"
-         "            keep = ((bits > lo{i}) | ((bits == lo{i}) & kl{i})) & ((bits < hi{i}) | ((bits == hi{i}) & kh{i}))\n"
+         "            keep = (((bits > lo{i}) | ((bits == lo{i}) & kl{i}))\n"
+         "                    & ((bits < hi{i}) | ((bits == hi{i}) & kh{i})))\n"
          "            w{i} = ((d if keep else d * zero) * f{i}) * wt{i}",
          "d = at(x{i}, j) - b\n"
          "            w{i} = ((d if counter_u24(k{i}, index + j) < t{i} else d * zero) * f{i}) * wt{i}")

@@ -249,6 +249,7 @@ def merge(m, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> Optional[fl
     if divisor.abs() < 1e-8:
         divisor = torch.ones_like(divisor)
     lam = p.shared["lambda"]
-    return peak_value(K.TA_MERGE[int(rules.kind.max())](c.base, tuple(c.srcs), c.index0, rules.kind, rules.cut, rules.seen(x), rules.keys,
-                                 rules.thr, factor, weights.numpy(), bool(m.consensus), bool(p.shared["normalize"]),
-                                 np.float32(divisor), np.float32(lam), lam != 1, dest, _scratch(x, n + 6)))
+    kernel = K.TA_MERGE[int(rules.kind.max())]  # one rule per method: its sources' largest kind
+    return peak_value(kernel(c.base, tuple(c.srcs), c.index0, rules.kind, rules.cut, rules.seen(x), rules.keys,
+                             rules.thr, factor, weights.numpy(), bool(m.consensus), bool(p.shared["normalize"]),
+                             np.float32(divisor), np.float32(lam), lam != 1, dest, _scratch(x, n + 6)))
