@@ -377,7 +377,7 @@ def merge_tensor(method, params, name: str, models: list[str], base_view: Option
     direct = (dest is not None and dest.device == workspace.device and dest.is_contiguous()
               and method.writes(dest.dtype, dest.device))
     whole = (method.whole_tensor(shape) or rng_stream is not None
-             or (direct and _streamed(method, views, source_views, dest)))
+             or (direct and _streamed(method, views, base_view, source_views, dest)))
     chunks = [(0, geometry(shape)[0])] if whole else row_chunks(shape)
 
     def tensor_cache(key, make, priority: int = 0):
@@ -470,11 +470,10 @@ def merge_tensor(method, params, name: str, models: list[str], base_view: Option
         write(r0, r1, out)
 
 
-_STREAMED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def _streamed(method, views: list, source_views: Sequence, dest: torch.Tensor) -> bool:
+def _streamed(method, views: list, base_view, source_views: Sequence, dest: torch.Tensor) -> bool:
     """Whether ``method`` merges this tensor in one call with block-sized scratch only (``method.streams``),
-    reading every view where it is stored: one kernel call instead of one per chunk."""
-    plain = all(isinstance(v, torch.Tensor) and v.dtype in _STREAMED_DTYPES for v in views)
-    return plain and len({v.dtype for v in source_views}) == 1 and method.streams(dest.device, len(source_views))
+    reading every view where it is stored (no stitched rows): one kernel call instead of one per chunk."""
+    if not all(isinstance(v, torch.Tensor) for v in views):
+        return False
+    return method.streams(dest.device, base_view.dtype if base_view is not None else None,
+                          [v.dtype for v in source_views])

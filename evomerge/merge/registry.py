@@ -102,10 +102,10 @@ class MergeMethod(ABC):
 
         return dtype == torch.float32
 
-    def streams(self, device, n_models: int) -> bool:
-        """True if ``merge_tensor`` merges any number of rows of sources stored alike (float32, bfloat16 or
-        float16) with block-sized scratch only, writing the destination's rows (the fused CPU kernels): a
-        direct write then gets the whole tensor in one call."""
+    def streams(self, device, base_dtype, source_dtypes: list) -> bool:
+        """True if ``merge_tensor`` merges any number of rows of a base and sources stored in these dtypes
+        (``base_dtype`` None: no base) with block-sized scratch only, writing the destination's rows (the fused
+        CPU kernels): a direct write then gets the whole tensor in one call."""
         return False
 
     def whole_tensor(self, shape) -> bool:

@@ -36,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - numba is a dependency; without 
 
 ENABLED = K is not None  # tests switch it off to compare with the torch kernels
 OUT_DTYPES = (torch.float32, torch.bfloat16)  # what the kernels write (bfloat16 rounded as torch rounds it)
+_READS = (torch.float32, torch.bfloat16, torch.float16)  # what they read, as ``as_kernel_array`` views it
 
 
 def as_kernel_array(t: torch.Tensor) -> Optional[np.ndarray]:
@@ -64,6 +65,13 @@ def writes(m, dtype: torch.dtype, device: torch.device) -> bool:
 def streams(m, device: torch.device) -> bool:
     """Whether the fused path merges ``m``'s tensors on ``device`` (any number of rows, block-sized scratch)."""
     return ENABLED and device.type == "cpu" and m.sparsifier in _FUSED_SPARSIFIERS
+
+
+def reads(base_dtype: Optional[torch.dtype], source_dtypes: list) -> bool:
+    """Whether the kernels read a base and sources stored in these dtypes as they are (``as_kernel_array``
+    views each; the sources alike)."""
+    dtypes = ([base_dtype] if base_dtype is not None else []) + list(source_dtypes)
+    return all(d in _READS for d in dtypes) and len(set(source_dtypes)) == 1
 
 
 def peak_value(bits: int) -> float:
@@ -99,7 +107,8 @@ def _hists(x: TensorInputs, which: list[int], buckets: list[int], bins: int) -> 
 def _top_counts(x: TensorInputs, wanted: list[tuple[int, int]]) -> None:
     """Into ``x.stats``: ``("top", i, k) -> (value_bits, need, n_equal)`` of the k largest |d_i| for each wanted
     ``(i, k)``, as :func:`_ta_kernels._top_count` gives them: the high bits' histogram per source (cached), then
-    one pass for the low bits inside every wanted bucket, all sources together."""
+    one pass that reads out the magnitudes inside every wanted bucket (a histogram of their low bits where a
+    bucket is crowded), all sources together."""
     wanted = [(i, k) for i, k in dict.fromkeys(wanted) if ("top", i, k) not in x.stats]
     if not wanted:
         return
@@ -131,13 +140,12 @@ def _top_counts(x: TensorInputs, wanted: list[tuple[int, int]]) -> None:
     buckets = [int(b) for b, _, _ in found]
     sizes = [int(in_bucket) for _, _, in_bucket in found]
     if max(sizes) <= engine.CHUNK_ELEMS:  # the bucket's magnitudes themselves: within a chunk's scratch
-        ranked = [np.sort(v)[::-1] for v in _bucket_values(x, which, buckets, sizes)]
-        for (i, k), (_, above, _), v in zip(wanted, found, ranked):
+        for (i, k), (_, above, _), v in zip(wanted, found, _bucket_values(x, which, buckets, sizes)):
+            v.sort()
             r = k - above  # the r-th largest in the bucket
-            t = v[r - 1]
-            greater = int(np.searchsorted(-v, -t, side="left"))
-            n_equal = int(np.searchsorted(-v, -t, side="right")) - greater
-            x.stats[("top", i, k)] = (int(t), int(r - greater), n_equal)
+            t = v[len(v) - r]
+            lo, hi = np.searchsorted(v, t, side="left"), np.searchsorted(v, t, side="right")
+            x.stats[("top", i, k)] = (int(t), int(r - (len(v) - hi)), int(hi - lo))
         return
     low = _hists(x, which, buckets, 1 << 16)  # a crowded bucket (equal magnitudes): its low bits' histogram
     for (i, k), (bucket, above, _), hist in zip(wanted, found, low):

@@ -69,10 +69,11 @@ class TaskArithmeticFamily(MergeMethod):
 
         return super().writes(dtype, device) or _ta_fused.writes(self, dtype, device)
 
-    def streams(self, device, n_models: int) -> bool:
+    def streams(self, device, base_dtype, source_dtypes: list) -> bool:
         from evomerge.merge.methods import _ta_fused
 
-        return _ta_fused.streams(self, device)
+        return (_ta_fused.streams(self, device) and base_dtype is not None
+                and _ta_fused.reads(base_dtype, source_dtypes))
 
     def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> Optional[float]:
         from evomerge.merge.methods import _ta_fused, _ta_kernels

@@ -34,10 +34,11 @@ class Linear(MergeMethod):
         return super().writes(dtype, device) or (_ta_fused.ENABLED and device.type == "cpu"
                                                  and dtype in _ta_fused.OUT_DTYPES)
 
-    def streams(self, device, n_models: int) -> bool:
-        from evomerge.merge.methods import _ta_fused
+    def streams(self, device, base_dtype, source_dtypes: list) -> bool:
+        from evomerge.merge.methods import _ta_fused  # the fused sum needs two sources (see weighted_sum)
 
-        return _ta_fused.ENABLED and device.type == "cpu" and n_models > 1
+        return (_ta_fused.ENABLED and device.type == "cpu" and len(source_dtypes) > 1
+                and _ta_fused.reads(None, source_dtypes))
 
     def merge_tensor(self, x: TensorInputs, p: TensorParams, out: torch.Tensor) -> Optional[float]:
         import torch  # here, not at the top: the registry lists methods without torch
