@@ -32,6 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from docs_section import write_section  # noqa: E402
 from worker_scale import _SAMPLER, SIZES, build_set  # noqa: E402  (the RssAnon sampler, the model sets)
 
 VLLM_OPTS = {"max_model_len": 256}  # (b): 32 prompt + 64 new tokens fit; the KV cache follows from it
@@ -265,9 +266,7 @@ def write_docs(tables, args) -> None:
     """This script's section of docs/benchmarks.md, between its markers, replaced."""
     import platform
 
-    doc = HERE.parent / "docs" / "benchmarks.md"
-    start, end = "<!-- eval_speed.py: start -->", "<!-- eval_speed.py: end -->"
-    lines = [start, "## Evaluation speed: `hf` vs `vllm` (`benchmarks/eval_speed.py`)", "",
+    lines = ["## Evaluation speed: `hf` vs `vllm` (`benchmarks/eval_speed.py`)", "",
              "Per candidate: *merge* is the merge arithmetic (for `vllm`, the time spent producing the streamed "
              "tensors), *reload* vLLM's in-place reload of them (its layer processing included); *s/candidate* "
              "is merge + reload + evaluation. Medians of the candidates after the first. *peak anon*: the "
@@ -278,13 +277,7 @@ def write_docs(tables, args) -> None:
     for title, header, rows in tables:
         lines += [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
-    lines.append(end)
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n\nTables written by the scripts in `benchmarks/`.\n"
-    if start in text:
-        text = text[:text.index(start)] + "\n".join(lines) + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
-    doc.write_text(text)
+    write_section("eval_speed.py", lines)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from merge_threads import spin  # noqa: E402
+from docs_section import write_section  # noqa: E402
 from worker_scale import _BANDWIDTH, build_set, run_child, SIZES  # noqa: E402
 
 METHODS = ("task_arithmetic", "linear", "ties", "breadcrumbs_ties", "dare_ties", "dare_linear", "della")
@@ -174,15 +175,7 @@ def markdown(size: str, bw: float, rows: list[dict], load: int) -> str:
 
 
 def write_docs(table: str) -> None:
-    doc = HERE.parent / "docs" / "benchmarks.md"
-    text = doc.read_text()
-    start, end = "<!-- merge_bandwidth:start -->", "<!-- merge_bandwidth:end -->"
-    block = f"{start}\n{table}\n{end}"
-    if start in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text += f"\n**`benchmarks/merge_bandwidth.py`** (written by the script)\n\n{block}\n"
-    doc.write_text(text)
+    write_section("merge_bandwidth.py", [table])
 
 
 if __name__ == "__main__":

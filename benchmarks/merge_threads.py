@@ -31,6 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from docs_section import write_section  # noqa: E402
 from worker_scale import build_set, recipes, run_child, SIZES  # noqa: E402
 
 SETTINGS = {"1 thread": (1, 1), "2 torch threads": (2, 1), "2 merge threads": (2, 2)}  # (torch, merge threads)
@@ -117,9 +118,7 @@ def write_docs(header, rows, args) -> None:
     """This script's section of docs/benchmarks.md, between its markers, replaced."""
     import platform
 
-    doc = HERE.parent / "docs" / "benchmarks.md"
-    start, end = "<!-- merge_threads.py: start -->", "<!-- merge_threads.py: end -->"
-    lines = [start, "## Merge threads, quiet and under load (`benchmarks/merge_threads.py`)", "",
+    lines = ["## Merge threads, quiet and under load (`benchmarks/merge_threads.py`)", "",
              "Seconds per candidate merged into a live model (median of 4 after the first; CPU seconds in "
              "brackets) at one thread, at two torch intra-op threads (evomerge before merge threads), and at two "
              "merge threads (tensors side by side, torch on one thread each: the default now); quiet, and beside "
@@ -128,13 +127,8 @@ def write_docs(header, rows, args) -> None:
              f"Measured by `python benchmarks/merge_threads.py --size {args.size} --dtypes {args.dtypes} --load "
              f"{args.load} --write-docs` on {os.cpu_count()} CPU cores ({platform.machine()}, no GPU).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows] + ["", end]
-    text = doc.read_text()
-    if start in text:
-        text = text[:text.index(start)] + "\n".join(lines) + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
-    doc.write_text(text)
+    lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
+    write_section("merge_threads.py", lines)
 
 
 if __name__ == "__main__":

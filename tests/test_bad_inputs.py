@@ -111,6 +111,7 @@ CONFIGS = [
     ("model-index-not-json", lambda m: lm(m) | {"models": [m["a"], m["bad_index"]]}),
     ("model-shape-mismatch", lambda m: lm(m) | {"models": [m["a"], m["wide"]]}),
     ("model-arch-mismatch", lambda m: lm(m) | {"models": [m["a"], m["other_arch"]]}),
+    ("model-zoo-bad-seed", lambda m: lm(m) | {"models": [m["a"], "zoo://ci@one/add"]}),
     ("fitness-include-path-missing", lambda m: lm(m, include_path=["no_such_task_folder"])),
     ("fitness-unknown-task", lambda m: lm(m, tasks=["zoo_addd"])),
     ("fitness-unknown-test-task", lambda m: lm(m, test_tasks=["zoo_nope_test"])),

@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -235,3 +236,21 @@ def test_calibration_keeps_the_check_closest_to_the_target(monkeypatch):
     assert check.finish() == 20
     assert all(torch.equal(v, snapshots[20][k]) for k, v in model.state_dict().items())
     assert not all(torch.equal(v, snapshots[40][k]) for k, v in model.state_dict().items())
+
+
+def test_a_seeded_zoo_reference_reads_that_build(ci_zoo):
+    from evomerge.models import resolve_model
+    from evomerge.zoo.settings import parse_zoo_ref, unbuilt_zoo, zoo_path
+
+    assert parse_zoo_ref("zoo://ci@3/sort") == ("ci", 3, "sort")
+    assert parse_zoo_ref("zoo://ci/sort") == ("ci", 0, "sort")
+    for bad in ["zoo://ci@/sort", "zoo://ci@-1/sort", "zoo://ci@x/sort", "zoo://@1/sort", "zoo://ci", "zoo://ci/a/b"]:
+        with pytest.raises(EvomergeError, match="must look like zoo://VARIANT/NAME"):
+            parse_zoo_ref(bad)
+    assert unbuilt_zoo("zoo://ci@0/sort") is None and resolve_model("zoo://ci@0/sort") == str(ci_zoo / "sort")
+    assert unbuilt_zoo("zoo://ci@1/sort") == "ci"  # validation says so; resolving builds it
+    seeded = Path(resolve_model("zoo://ci@1/sort"))
+    assert seeded == zoo_path("ci", 1) / "sort" and unbuilt_zoo("zoo://ci@1/sort") is None
+    assert read_manifest(seeded.parent)["seed"] == 1
+    ref, other = (load_file(str(p / "model.safetensors")) for p in (ci_zoo / "sort", seeded))
+    assert any(not torch.equal(ref[k], other[k]) for k in ref)

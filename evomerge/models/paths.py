@@ -1,6 +1,7 @@
 """Resolve a model reference to something ``from_pretrained`` takes.
 
 - ``zoo://VARIANT/NAME`` -> the tiny zoo's folder (built on first use, see :mod:`evomerge.zoo`);
+  ``zoo://VARIANT@SEED/NAME`` -> the zoo built from training seed SEED (default 0);
 - an existing local folder -> its absolute path;
 - anything else that looks like ``org/name[@revision]`` -> a hub name, resolved through the Hugging Face cache
   (fetched on first use; see :mod:`evomerge.models.hub`).
@@ -20,11 +21,10 @@ def resolve_model(ref: str) -> str:
     """The local folder a model reference points to; raises EvomergeError if it cannot be had."""
     if ref.startswith(ZOO_SCHEME):
         from evomerge.zoo import ensure_zoo  # lazy: the zoo pulls in training code
+        from evomerge.zoo.settings import parse_zoo_ref
 
-        variant, _, name = ref[len(ZOO_SCHEME):].partition("/")
-        if not variant or not name:
-            raise EvomergeError(f"zoo reference {ref!r} must look like zoo://VARIANT/NAME")
-        path = ensure_zoo(variant) / name
+        variant, seed, name = parse_zoo_ref(ref)
+        path = ensure_zoo(variant, seed=seed) / name
         if not (path / "config.json").exists():
             known = sorted(p.name for p in path.parent.iterdir() if (p / "config.json").exists())
             raise EvomergeError(f"zoo model {name!r} not in zoo {variant!r} (known: {', '.join(known)})")

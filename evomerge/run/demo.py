@@ -23,7 +23,8 @@ from evomerge.run.run_dir import identity_diff
 from evomerge.run.report import RunReport
 
 log = logging.getLogger(__name__)
-__all__ = ["COEFFICIENTS", "baseline_recipes", "compare_with_baselines", "demo_config", "demo_run_dir", "run_demo"]
+__all__ = ["COEFFICIENTS", "baseline_recipes", "compare_with_baselines", "demo_config", "demo_run_dir", "run_demo",
+           "score_baselines"]
 
 
 def demo_config(variant: str = "full", backend: str = "hf") -> RunConfig:
@@ -55,7 +56,7 @@ def demo_run_dir(preferred: Path, variant: str = "full", backend: str = "hf") ->
     raise EvomergeError(f"no free run folder next to {preferred}: pass --run-dir")
 
 
-def _baseline_rows(cfg: RunConfig, ex, say: Callable[[str], None]) -> dict[str, Any]:
+def score_baselines(cfg: RunConfig, ex, say: Callable[[str], None]) -> dict[str, Any]:
     """Search-split scores of the simple merges, the best of each family, and the test scores of the parents
     and of those picks (the same for every search of one job: ``compare_with_baselines`` caches them)."""
     families = baseline_recipes(cfg)
@@ -94,7 +95,7 @@ def compare_with_baselines(run_dir: Path, say: Callable[[str], None] = log.info,
     spec = worker_spec(cfg, space, run_dir)
     cached = json.loads(baseline_cache.read_text()) if baseline_cache and baseline_cache.exists() else None
     with EXECUTORS.get("local")(spec) as ex:
-        base = cached or _baseline_rows(cfg, ex, say)
+        base = cached or score_baselines(cfg, ex, say)
         if baseline_cache and not cached:
             baseline_cache.parent.mkdir(parents=True, exist_ok=True)
             baseline_cache.write_text(json.dumps(base, indent=1))

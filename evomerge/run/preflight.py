@@ -83,7 +83,7 @@ def _preflight(cfg: RunConfig, run_dir: Optional[Path], resuming: bool) -> Prefl
         refs = _model_refs(cfg, space)
         lead = cfg.base or cfg.models[0]  # the live model's
         unbuilt_zoo = _unbuilt_zoo if any(r.startswith("zoo://") for r in refs) else (lambda r: None)
-        pending = sorted({v for r in refs if (v := unbuilt_zoo(r)) is not None})
+        pending = sorted({r[len("zoo://"):].partition("/")[0] for r in refs if unbuilt_zoo(r) is not None})
         if pending:  # building a zoo is compute: the run does it first, preflight only says so
             rep.checks.append(f"zoo {', '.join(pending)}: not built yet; the run builds it first (minutes)")
             refs = [r for r in refs if unbuilt_zoo(r) is None]

@@ -158,15 +158,31 @@ def zoo_path(variant: str, seed: int = 0, cache_dir: str | Path | None = None) -
     return root / "zoo" / f"{variant}-{settings_hash(variant_settings(variant), seed)}"
 
 
+ZOO_SCHEME = "zoo://"
+
+
+def parse_zoo_ref(ref: str) -> tuple[str, int, str]:
+    """``zoo://VARIANT[@SEED]/NAME`` -> (variant, training seed (default 0), model name); raises EvomergeError
+    on a malformed reference (the variant itself is checked where the zoo is built)."""
+    spec, _, name = ref[len(ZOO_SCHEME):].partition("/")
+    variant, at, seed = spec.partition("@")
+    if not variant or not name or "/" in name.rstrip("/") or (at and not seed.isdigit()):
+        raise EvomergeError(f"zoo reference {ref!r} must look like zoo://VARIANT/NAME or zoo://VARIANT@SEED/NAME")
+    return variant, int(seed) if at else 0, name.rstrip("/")
+
+
 def unbuilt_zoo(ref: str) -> str | None:
-    """The variant of a ``zoo://VARIANT/NAME`` reference whose cached zoo is not built yet (else None), so
+    """The variant of a ``zoo://VARIANT[@SEED]/NAME`` reference whose cached zoo is not built yet (else None), so
     that validation can say so instead of building it (the run builds it first)."""
-    if not isinstance(ref, str) or not ref.startswith("zoo://"):
+    if not isinstance(ref, str) or not ref.startswith(ZOO_SCHEME):
         return None
-    variant = ref[len("zoo://"):].partition("/")[0]
-    if variant not in VARIANTS:
+    try:
+        variant, seed, _ = parse_zoo_ref(ref)
+    except EvomergeError:
         return None  # resolve_model says what is wrong
-    path = zoo_path(variant)
+    if variant not in VARIANTS:
+        return None
+    path = zoo_path(variant, seed)
     m = read_manifest(path)
     return None if m is not None and m.get("hash") == path.name.rsplit("-", 1)[1] else variant
 
