@@ -45,7 +45,7 @@ def test_summary_and_targets():
     assert math.isclose(s["share_mean"], (0.2 + 0.3 + 0.2 + 0.4 + 0.5 + 0.3) / 6)
     assert math.isclose(s["margin_mean_wide"], (5 + 8) / 2)  # builds a/0 and b/0 only
     assert all(s["targets"].values())
-    rows[1] = _row("a", 0, 1, 79, 80, 100)  # one run below the best simple merge: builds a/0 share 5%
+    rows[1] = _row("a", 0, 1, 79, 80, 100)  # one run below the best simple merge: build a/0 share 7.5%
     s = sq.summarize(rows)
     t = s["targets"]
     assert not t["beats the best simple merge in every run"] and not t["share >= 10% in every build"]
