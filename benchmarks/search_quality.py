@@ -100,6 +100,14 @@ def baseline_key(cfg) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def references(rows: list[dict], tasks: list[str]) -> tuple[dict, float]:
+    """From a comparison's rows: the best simple merge's row (by test mean) and the ceiling, the mean over
+    ``tasks`` of the best parent's test score on each (%)."""
+    parents = [r for r in rows if r["family"] == "parent"]
+    simple = max((r for r in rows if r["family"] == "simple"), key=lambda r: r["test"]["mean"])
+    return simple, 100 * statistics.fmean(max(p["test"][t] for p in parents) for t in tasks)
+
+
 def run_one(job: str, zoo_seed: int, seed: int, overrides: list[str], evaluations: int | None, root: Path,
             baselines: Path, finalists: bool = False) -> dict:
     """One search and its test-split comparison (resumed or only re-read when the run exists)."""
@@ -118,10 +126,9 @@ def run_one(job: str, zoo_seed: int, seed: int, overrides: list[str], evaluation
                                  baseline_cache=baselines / f"{baseline_key(cfg)}.json")
     report = RunReport.load(run_dir)
     tasks = res["tasks"]
+    simple, ceiling = references(res["rows"], tasks)
     parents = [r for r in res["rows"] if r["family"] == "parent"]
-    simple = max((r for r in res["rows"] if r["family"] == "simple"), key=lambda r: r["test"]["mean"])
     winner = next(r for r in res["rows"] if r["family"] == "winner")
-    ceiling = 100 * statistics.fmean(max(p["test"][t] for p in parents) for t in tasks)
     best_simple = 100 * simple["test"]["mean"]
     out = {"zoo_seed": zoo_seed, "seed": seed, "winner": 100 * winner["test"]["mean"],
            "winner_tasks": {t: 100 * winner["test"][t] for t in tasks}, "winner_id": res["winner_id"],

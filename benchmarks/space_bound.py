@@ -32,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 os.environ.setdefault("TQDM_DISABLE", "1")
-from search_quality import baseline_key, job_config, parse_seeds, variant_label  # noqa: E402
+from search_quality import baseline_key, job_config, parse_seeds, references, variant_label  # noqa: E402
 
 
 def _weight_map(space, recipe_of, models: list[str], names: list[str]):
@@ -71,7 +71,7 @@ class SpaceFit:
 
         from evomerge.models import resolve_model
 
-        self.space, self.cfg = space, cfg
+        self.space = space
         folders = [resolve_model(r) for r in [cfg.base, *cfg.models]]
         tensors = [load_file(str(Path(f) / "model.safetensors")) for f in folders]
         self.names = sorted(tensors[0])
@@ -97,11 +97,8 @@ class SpaceFit:
         out = {}
         for t, n in enumerate(self.names):
             acc = sum(w[i, t] * d[n] for i, d in enumerate(self.deltas))
-            if self.linear:  # linear: sum_i w_i theta_i / sum_i w_i
-                out[n] = (sum(w[i, t] * (d[n] + self.base[n]) for i, d in enumerate(self.deltas))
-                          / w[:, t].sum().clamp(min=1e-8))
-            else:
-                out[n] = self.base[n] + acc
+            # linear: sum_i w_i theta_i / sum_i w_i = base + sum_i w_i delta_i / sum_i w_i
+            out[n] = self.base[n] + (acc / w[:, t].sum().clamp(min=1e-8) if self.linear else acc)
         return out
 
     def point(self, x) -> dict:
@@ -186,29 +183,17 @@ def fit_build(cfg, steps: int, restarts: int, lr: float, batch: int) -> dict:
             "fit_s": time.perf_counter() - t0, "engine_gap": gap}
 
 
-def score_test(cfg, space, points: dict[str, dict], run_dir: Path) -> dict[str, dict]:
+def score_build(cfg, space, points: dict[str, dict], cache: Path, run_dir: Path) -> tuple[dict, dict[str, dict]]:
+    """The build's baselines as ``search_quality.py`` caches them (scored here if that file is missing) and the
+    test-split scores of ``points``, from one worker."""
     from evomerge.execution.base import EXECUTORS
     from evomerge.run.context import worker_spec
+    from evomerge.run.demo import cached_baselines
 
-    spec = worker_spec(cfg, space, run_dir)
-    with EXECUTORS.get("local")(spec) as ex:
-        res = dict(ex.map([(k, space.decode(p)) for k, p in points.items()], split="test"))
-    return {k: r.objectives for k, r in res.items()}
-
-
-def baselines(cfg, space, cache: Path, run_dir: Path) -> dict:
-    """The build's baselines as ``search_quality.py`` caches them (scored here if that file is missing)."""
-    from evomerge.execution.base import EXECUTORS
-    from evomerge.run.context import worker_spec
-    from evomerge.run.demo import score_baselines
-
-    if cache.exists():
-        return json.loads(cache.read_text())
     with EXECUTORS.get("local")(worker_spec(cfg, space, run_dir)) as ex:
-        out = score_baselines(cfg, ex, say=lambda s: None)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(out, indent=1))
-    return out
+        base = cached_baselines(cfg, ex, cache, say=lambda s: None)
+        res = dict(ex.map([(k, space.decode(p)) for k, p in points.items()], split="test"))
+    return base, {k: r.objectives for k, r in res.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -242,12 +227,10 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             res = fit_build(cfg, args.steps, args.restarts, args.lr, args.batch)
             space = res["space"]
-            base = baselines(cfg, space, args.runs_dir / "baselines" / f"{baseline_key(cfg)}.json", run_dir)
-            test = score_test(cfg, space, {"fitted": res["point"], "start": space.default_point()}, run_dir)
+            base, test = score_build(cfg, space, {"fitted": res["point"], "start": space.default_point()},
+                                     args.runs_dir / "baselines" / f"{baseline_key(cfg)}.json", run_dir)
             tasks = list(cfg.fitness.tasks)
-            parents = [r for r in base["rows"] if r["family"] == "parent"]
-            simple = max((r for r in base["rows"] if r["family"] == "simple"), key=lambda r: r["test"]["mean"])
-            ceiling = 100 * statistics.fmean(max(p["test"][t] for p in parents) for t in tasks)
+            simple, ceiling = references(base["rows"], tasks)
             bs, fitted = 100 * simple["test"]["mean"], 100 * test["fitted"]["mean"]
             row = {"job": cfg.name, "zoo_seed": zoo_seed, "start": 100 * test["start"]["mean"], "fitted": fitted,
                    "fitted_tasks": {t: 100 * test["fitted"][t] for t in tasks}, "best_simple": bs,

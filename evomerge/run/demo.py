@@ -23,8 +23,8 @@ from evomerge.run.run_dir import identity_diff
 from evomerge.run.report import RunReport
 
 log = logging.getLogger(__name__)
-__all__ = ["COEFFICIENTS", "baseline_recipes", "compare_with_baselines", "demo_config", "demo_run_dir", "run_demo",
-           "score_baselines"]
+__all__ = ["COEFFICIENTS", "baseline_recipes", "cached_baselines", "compare_with_baselines", "demo_config",
+           "demo_run_dir", "run_demo", "score_baselines"]
 
 
 def demo_config(variant: str = "full", backend: str = "hf") -> RunConfig:
@@ -79,6 +79,17 @@ def score_baselines(cfg: RunConfig, ex, say: Callable[[str], None]) -> dict[str,
     return {"search_scores": search_scores, "rows": rows}
 
 
+def cached_baselines(cfg: RunConfig, ex, cache: Optional[Path], say: Callable[[str], None]) -> dict[str, Any]:
+    """``score_baselines``, read from the JSON file ``cache`` when it exists, else scored and written there."""
+    if cache is not None and cache.exists():
+        return json.loads(cache.read_text())
+    out = score_baselines(cfg, ex, say)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(out, indent=1))
+    return out
+
+
 def compare_with_baselines(run_dir: Path, say: Callable[[str], None] = log.info,
                            baseline_cache: Optional[Path] = None) -> dict[str, Any]:
     """Score the best candidate of the run in ``run_dir`` on the TEST split beside its parents and the best
@@ -93,12 +104,8 @@ def compare_with_baselines(run_dir: Path, say: Callable[[str], None] = log.info,
         raise EvomergeError("the search produced no successful candidate")
     space = build_space(cfg.space, base=cfg.base, models=cfg.models)
     spec = worker_spec(cfg, space, run_dir)
-    cached = json.loads(baseline_cache.read_text()) if baseline_cache and baseline_cache.exists() else None
     with EXECUTORS.get("local")(spec) as ex:
-        base = cached or score_baselines(cfg, ex, say)
-        if baseline_cache and not cached:
-            baseline_cache.parent.mkdir(parents=True, exist_ok=True)
-            baseline_cache.write_text(json.dumps(base, indent=1))
+        base = cached_baselines(cfg, ex, baseline_cache, say)
         label = f"winner (candidate {best['eval_id']})"
         [(_, res)] = list(ex.map([(label, recipe_from_dict(best["recipe"]))], split="test"))
         if res.status != "ok":
